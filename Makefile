@@ -1,0 +1,47 @@
+# Two commands do the whole set-up on a fresh machine: `make run` and `make test`.
+# Everything else here is what CI and people share.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+BOOTSTRAP := .uv
+UV := $(BOOTSTRAP)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Use the machine's Python; never download one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: run test lint format generate openapi clean
+
+$(UV):
+	$(PYTHON) -m venv $(BOOTSTRAP)
+	$(BOOTSTRAP)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --extra dev --quiet
+	@touch $@
+
+## run: the embedded default (SQLite file, demo data, server on 127.0.0.1:8000)
+run: $(VENV)/.synced
+	$(VENV)/bin/transcripts demo
+
+## test: the whole suite, on SQLite and on PostgreSQL
+test: $(VENV)/.synced
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## lint: ruff, formatting, mypy
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check src tests migrations bench
+	$(VENV)/bin/ruff format --check src tests migrations bench
+	$(VENV)/bin/mypy src
+
+format: $(VENV)/.synced
+	$(VENV)/bin/ruff check --fix src tests migrations bench
+	$(VENV)/bin/ruff format src tests migrations bench
+
+## generate: regenerate the Pydantic models from the specs in openapi/
+generate: $(VENV)/.synced
+	$(VENV)/bin/datamodel-codegen --profile agents
+
+clean:
+	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache

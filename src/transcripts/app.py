@@ -1,0 +1,162 @@
+"""The ASGI application: ``create_app()`` builds it, the lifespan owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from transcripts import __version__
+from transcripts.auth import TokenVerifier
+from transcripts.db.engine import Database, is_disconnect
+from transcripts.db.repository import ApiKeyUsage, Repository
+from transcripts.dialects.agents.envelope import render_envelope_error
+from transcripts.dialects.agents.routes import router as agents_router
+from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
+from transcripts.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    TranscriptsError,
+)
+from transcripts.settings import Settings
+from transcripts.validation import field_errors
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("transcripts")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    token_verifier = TokenVerifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        key_usage = ApiKeyUsage(database)
+        app.state.database = database
+        app.state.repository = Repository(database, key_usage)
+        try:
+            yield
+        finally:
+            await key_usage.drain()
+            await database.dispose()
+
+    app = FastAPI(
+        title="transcripts",
+        version=__version__,
+        summary="Voice-session transcripts in Oshara's enveloped dialect and Anam's /v1 dialect.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.token_verifier = token_verifier
+    app.include_router(agents_router)
+    _install_error_handlers(app)
+    app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
+    return app
+
+
+def _renderer_by_prefix(path: str) -> ErrorRenderer:
+    return render_envelope_error
+
+
+def _render(request: Request, error: TranscriptsError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    return error_renderer_for(request, _renderer_by_prefix)(error, headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TranscriptsError)
+        return _render(request, exc)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = field_errors(exc.errors())
+        return _render(request, BadRequest(f"Invalid {', '.join(errors)}.", errors))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error: TranscriptsError
+        if exc.status_code == 404:
+            error = NotFound()
+        elif exc.status_code == 405:
+            error = MethodNotAllowed()
+        else:
+            error = TranscriptsError(str(exc.detail))
+            error.status_code = exc.status_code
+        return _render(request, error)
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if is_disconnect(exc):
+            logger.warning("database unreachable: %s", type(exc).__name__)
+            return _render(request, ServiceUnavailable())
+        return await unexpected_error(request, exc)
+
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        logger.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+        return _render(request, TranscriptsError())
+
+    handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
+        TranscriptsError: domain_error,
+        RequestValidationError: validation_error,
+        StarletteHTTPException: http_error,
+        DBAPIError: database_error,
+        PoolTimeout: database_error,
+        Exception: unexpected_error,
+    }
+    for exception_class, handler in handlers.items():
+        app.add_exception_handler(exception_class, handler)
+
+
+SECURITY_SCHEMES = {
+    "ApiKeyAuth": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key, `sk_` followed by 64 hex characters. Wins over a token.",
+    },
+    "BearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An access JWT, or an API key sent as `Bearer sk_...`.",
+    },
+}
+
+
+def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            # Validation failures answer 400 in the dialect's body (declared per route).
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    operation.get("responses", {}).pop("422", None)
+            components = schema.setdefault("components", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.get("schemas", {}).pop(name, None)
+            components["securitySchemes"] = SECURITY_SCHEMES
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi

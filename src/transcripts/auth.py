@@ -1,0 +1,162 @@
+"""Credentials: API keys and access tokens, checked without touching the database.
+
+Whether the key is active and whether the token's user exists is settled inside the scoped
+query itself (see ``db/repository.py``), so a transcript read stays one round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, cast
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fastapi import Depends, Request
+from jwt.types import Options
+
+from transcripts.domain import ApiKeyCredentials, Credentials, UserCredentials
+from transcripts.errors import NotAuthenticated
+from transcripts.settings import Settings
+
+__all__ = [
+    "CredentialsDep",
+    "GeneratedApiKey",
+    "TokenVerifier",
+    "generate_api_key",
+    "hash_api_key",
+    "mint_access_token",
+]
+
+API_KEY_PATTERN = re.compile(r"sk_[0-9a-f]{64}")
+API_KEY_PREFIX = "sk_"
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedApiKey:
+    key: str
+    key_hash: str
+    key_preview: str
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_api_key() -> GeneratedApiKey:
+    key = API_KEY_PREFIX + secrets.token_hex(32)
+    return GeneratedApiKey(
+        key=key, key_hash=hash_api_key(key), key_preview=f"{key[:5]}...{key[-4:]}"
+    )
+
+
+def api_key_credentials(key: str) -> ApiKeyCredentials:
+    if not API_KEY_PATTERN.fullmatch(key):
+        raise NotAuthenticated("Invalid API key.")
+    return ApiKeyCredentials(key_hash=hash_api_key(key))
+
+
+class TokenVerifier:
+    """Verifies access tokens with a fixed key per algorithm.
+
+    Choosing the key by the token's ``alg`` from a closed table refuses ``alg: none`` and
+    the HS256-signed-with-the-RSA-public-key confusion: neither has an entry.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys: dict[str, Any] = {}
+        if settings.jwt_secret is not None:
+            self._keys["HS256"] = settings.jwt_secret.get_secret_value()
+        if settings.jwt_public_key:
+            public_key = load_pem_public_key(settings.jwt_public_key.encode())
+            if isinstance(public_key, rsa.RSAPublicKey):
+                self._keys["RS256"] = public_key
+            elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
+                public_key.curve, ec.SECP256R1
+            ):
+                self._keys["ES256"] = public_key
+            else:
+                raise ValueError("TRANSCRIPTS_JWT_PUBLIC_KEY must be an RSA or P-256 EC public key")
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        required = ["exp"] + (["iss"] if self._issuer else []) + (["aud"] if self._audience else [])
+        self._options = cast(Options, {"require": required})
+
+    def verify(self, token: str) -> UserCredentials:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+            if not isinstance(algorithm, str) or algorithm not in self._keys:
+                raise NotAuthenticated("Invalid token.")
+            key = self._keys[algorithm]
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise NotAuthenticated("Token has expired.") from None
+        except jwt.PyJWTError:
+            raise NotAuthenticated("Invalid token.") from None
+        if claims.get("token_type", "access") != "access":
+            raise NotAuthenticated("Token is not an access token.")
+        return UserCredentials(user_id=_user_id(claims))
+
+
+def _user_id(claims: dict[str, Any]) -> int:
+    # SimpleJWT puts the id in user_id; other issuers in the standard sub (a string).
+    raw = claims.get("user_id", claims.get("sub"))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    raise NotAuthenticated("Invalid token.")
+
+
+def mint_access_token(settings: Settings, user_id: int, ttl_seconds: int = 3600) -> str:
+    """An HS256 access token in SimpleJWT's shape (a development helper, and the demo's)."""
+    if settings.jwt_secret is None:
+        raise ValueError("TRANSCRIPTS_JWT_SECRET is not set")
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "token_type": "access",
+        "user_id": user_id,
+        "jti": secrets.token_hex(16),
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_seconds),
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+async def get_credentials(request: Request) -> Credentials:
+    """Read the caller's credentials: ``X-API-Key`` first, then ``Authorization: Bearer``."""
+    api_key = request.headers.get("x-api-key")
+    if api_key is not None:
+        return api_key_credentials(api_key.strip())
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        raise NotAuthenticated()
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    # RFC 7235: the scheme is case-insensitive.
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise NotAuthenticated("Authorization header must be 'Bearer <token>'.")
+    if token.startswith(API_KEY_PREFIX):
+        return api_key_credentials(token)
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier.verify(token)
+
+
+CredentialsDep = Annotated[Credentials, Depends(get_credentials)]

@@ -1,0 +1,247 @@
+"""The ``transcripts`` command line.
+
+Commands with ``--json`` print exactly one JSON document on stdout; everything else a
+person reads goes to stdout as plain lines, and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import SecretStr, ValidationError
+
+from transcripts import service
+from transcripts.auth import mint_access_token
+from transcripts.db.engine import Database
+from transcripts.db.tables import Tenant
+from transcripts.errors import TranscriptsError
+from transcripts.migrate import upgrade_to_head
+from transcripts.settings import Settings
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+
+def _run_in_transaction(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def run() -> T:
+        database = Database(settings)
+        try:
+            async with database.sessionmaker.begin() as db:
+                return await work(db)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    upgrade_to_head(settings.database_url)
+    print(f"database is at the latest revision ({_redacted(settings.database_url)})")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "transcripts.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(db: Any) -> dict[str, Any]:
+        user = await service.create_user(
+            db, args.email, tenant_slug=args.tenant, is_staff=args.staff
+        )
+        tenant = await db.get(Tenant, user.tenant_id) if user.tenant_id else None
+        return {
+            "id": user.id,
+            "email": user.email,
+            "tenant_id": tenant.slug if tenant else None,
+            "is_staff": user.is_staff,
+            "is_active": user.is_active,
+        }
+
+    user = _run_in_transaction(settings, work)
+    if args.json:
+        _print_json(user)
+    else:
+        role = "staff user" if user["is_staff"] else "user"
+        print(f"created {role} {user['id']} <{user['email']}> in tenant {user['tenant_id']}")
+    return 0
+
+
+def cmd_api_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(db: Any) -> dict[str, Any]:
+        api_key, generated = await service.create_api_key(db, args.user, args.name)
+        return {
+            "id": api_key.id,
+            "name": api_key.name,
+            "user": api_key.user_id,
+            "key": generated.key,
+            "key_preview": api_key.key_preview,
+            "is_active": api_key.is_active,
+        }
+
+    api_key = _run_in_transaction(settings, work)
+    if args.json:
+        _print_json(api_key)
+    else:
+        print(f"API key {api_key['id']} for user {api_key['user']} (shown once, store it now):")
+        print(api_key["key"])
+    return 0
+
+
+def cmd_api_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(db: Any) -> None:
+        await service.revoke_api_key(db, args.id)
+
+    _run_in_transaction(settings, work)
+    print(f"API key {args.id} revoked")
+    return 0
+
+
+def cmd_tokens_mint(settings: Settings, args: argparse.Namespace) -> int:
+    print(mint_access_token(settings, args.user, ttl_seconds=args.ttl))
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from transcripts.app import create_app
+    from transcripts.demo import seed_demo
+
+    overrides: dict[str, Any] = {"environment": "demo"}
+    if settings.jwt_secret is None:
+        # A fresh secret per run: tokens printed by an earlier run stop working, as they should.
+        overrides["jwt_secret"] = SecretStr(secrets.token_urlsafe(48))
+    settings = settings.model_copy(update=overrides)
+    upgrade_to_head(settings.database_url)
+    demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices))
+    token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
+    base = f"http://{args.host}:{args.port}"
+    example, long_session = demo.session_ids[0], demo.session_ids[1]
+    lines = [
+        f"transcripts demo: {_redacted(settings.database_url)}, character '{demo.character_slug}',"
+        f" {len(demo.session_ids)} sessions, user {demo.user_id}",
+        "",
+        "# Enveloped dialect, API key:",
+        _curl(f"{base}/api/agents/agent-session/{example}/transcript/", "X-API-Key", demo.api_key),
+        "# Enveloped dialect at Oshara's billing path, JWT (a 320-turn session):",
+        _curl(f"{base}/api/billing/sessions/{long_session}/", "Authorization", f"Bearer {token}"),
+        "",
+        f"# API docs: {base}/docs",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    config = uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, server_header=False
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+    return 0
+
+
+def _curl(url: str, header: str, value: str) -> str:
+    return f"curl -s -H {shlex.quote(f'{header}: {value}')} {shlex.quote(url)}"
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transcripts", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="seed a demo into the SQLite default and serve it")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(handler=cmd_demo)
+
+    serve = commands.add_parser("serve", help="run the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=30,
+        help="seconds for in-flight requests at shutdown",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database to the latest revision")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    create_user = users.add_parser("create", help="create a user")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--staff", action="store_true", help="may read every session")
+    create_user.add_argument("--tenant", help="tenant slug (created when new)")
+    create_user.add_argument("--json", action="store_true")
+    create_user.set_defaults(handler=cmd_users_create)
+
+    api_keys = commands.add_parser("api-keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create_key = api_keys.add_parser("create", help="issue a key (printed once)")
+    create_key.add_argument("--user", type=int, required=True)
+    create_key.add_argument("--name", default="default")
+    create_key.add_argument("--json", action="store_true")
+    create_key.set_defaults(handler=cmd_api_keys_create)
+    revoke_key = api_keys.add_parser("revoke", help="deactivate a key")
+    revoke_key.add_argument("id", type=int)
+    revoke_key.set_defaults(handler=cmd_api_keys_revoke)
+
+    tokens = commands.add_parser("tokens", help="access tokens").add_subparsers(
+        dest="action", required=True
+    )
+    mint = tokens.add_parser("mint", help="print an HS256 access JWT (development helper)")
+    mint.add_argument("--user", type=int, required=True)
+    mint.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    mint.set_defaults(handler=cmd_tokens_mint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    try:
+        settings = Settings()
+        return handler(settings, args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"transcripts: configuration error: {error['msg']}", file=sys.stderr)
+        return 2
+    except (TranscriptsError, ValueError) as exc:
+        print(f"transcripts: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

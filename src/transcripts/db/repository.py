@@ -1,0 +1,285 @@
+"""Reads. Every query is scoped to its caller inside the SQL itself.
+
+The transcript read is the hot path: one statement resolves the caller (API key or token
+user), applies the ownership rule and returns the session with its whole transcript,
+column-wise. It runs on the driver connection with hand-written SQL per backend, and
+decodes straight into the dialect-neutral ``SessionRecord``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+
+from transcripts.db.engine import Database
+from transcripts.domain import (
+    ApiKeyCredentials,
+    Caller,
+    Credentials,
+    SessionRecord,
+    Turns,
+    UserCredentials,
+)
+from transcripts.errors import NotAuthenticated, NotFound
+
+__all__ = ["ApiKeyUsage", "Repository"]
+
+logger = logging.getLogger(__name__)
+
+SESSION_NOT_FOUND = "Session not found."
+
+# Caller resolution: zero rows means the credentials name no active user.
+_CALLER_BY_KEY = """
+    SELECT u.id AS user_id, u.is_staff, u.tenant_id, k.id AS api_key_id,
+           k.last_used_at AS api_key_last_used_at
+    FROM api_keys k JOIN users u ON u.id = k.user_id
+    WHERE k.key_hash = {param} AND k.is_active AND u.is_active
+"""
+_CALLER_BY_USER = """
+    SELECT u.id AS user_id, u.is_staff, u.tenant_id, NULL AS api_key_id,
+           NULL AS api_key_last_used_at
+    FROM users u
+    WHERE u.id = {param} AND u.is_active
+"""
+
+# The ownership rule. It lives in the join condition, so a session that exists but is not
+# the caller's produces exactly the row a missing session produces.
+_SCOPED_SESSION_JOIN = """
+    FROM caller
+    LEFT JOIN (sessions s
+               JOIN characters c ON c.id = s.character_id
+               JOIN tenants tn ON tn.id = s.tenant_id)
+      ON s.session_id = {param} AND (caller.is_staff OR c.created_by_id = caller.user_id)
+"""
+
+_SESSION_COLUMNS = """
+    caller.user_id, caller.is_staff, caller.tenant_id, caller.api_key_id,
+    caller.api_key_last_used_at,
+    s.id, {session_uuid}, tn.slug, c.slug, c.name, {character_uuid}, s.user_id, s.room_name,
+    s.origin_url, {metadata}, s.client_label, s.transcripts_enabled, s.created_at,
+    s.updated_at, s.ended_at, s.finalized_at, s.llm_input_tokens, s.llm_output_tokens,
+    s.llm_model, s.llm_provider, s.stt_audio_seconds, s.stt_provider, s.tts_characters,
+    s.tts_provider, s.estimated_cost_micros, s.recording_status, s.recording_url
+"""
+
+# PostgreSQL: the transcript comes back as six arrays, which asyncpg decodes in C.
+_POSTGRES_TRANSCRIPT = (
+    "WITH caller AS ({caller}) SELECT "  # noqa: S608 - constant fragments, no input
+    + _SESSION_COLUMNS.format(
+        session_uuid="s.session_id::text",
+        character_uuid="c.public_id::text",
+        metadata="s.metadata::text",
+    )
+    + """,
+    t.turn_index, t.role, t.text, t.ts, t.speaking_duration_seconds, t.was_interrupted
+    """
+    + _SCOPED_SESSION_JOIN.format(param="$2")
+    + """
+    LEFT JOIN LATERAL (
+        SELECT array_agg(o.turn_index) AS turn_index, array_agg(o.role) AS role,
+               array_agg(o.text) AS text, array_agg(o.ts) AS ts,
+               array_agg(o.speaking_duration_seconds) AS speaking_duration_seconds,
+               array_agg(o.was_interrupted) AS was_interrupted
+        FROM (SELECT * FROM turns WHERE turns.session_pk = s.id ORDER BY turns.turn_index) o
+    ) t ON true
+    """
+)
+
+# SQLite: one JSON object of six arrays. Floats travel as quote() text, the one rendering
+# that round-trips every double (SQLite's JSON and printf keep only 15-16 digits).
+_SQLITE_TRANSCRIPT = (
+    "WITH caller AS ({caller}) SELECT "  # noqa: S608 - constant fragments, no input
+    + _SESSION_COLUMNS.format(
+        session_uuid="s.session_id", character_uuid="c.public_id", metadata="s.metadata"
+    )
+    + """,
+    (SELECT json_object(
+        'turn_index', json_group_array(o.turn_index),
+        'role', json_group_array(o.role),
+        'text', json_group_array(o.text),
+        'ts', json_group_array(quote(o.ts)),
+        'speaking_duration_seconds', json_group_array(
+            CASE WHEN o.speaking_duration_seconds IS NULL THEN NULL
+                 ELSE quote(o.speaking_duration_seconds) END),
+        'was_interrupted', json_group_array(o.was_interrupted))
+     FROM (SELECT * FROM turns WHERE turns.session_pk = s.id ORDER BY turns.turn_index) o
+     HAVING count(*) > 0)
+    """
+    + _SCOPED_SESSION_JOIN.format(param=":session_id")
+)
+
+TRANSCRIPT_SQL = {
+    ("postgresql", "key"): _POSTGRES_TRANSCRIPT.format(caller=_CALLER_BY_KEY.format(param="$1")),
+    ("postgresql", "user"): _POSTGRES_TRANSCRIPT.format(caller=_CALLER_BY_USER.format(param="$1")),
+    ("sqlite", "key"): _SQLITE_TRANSCRIPT.format(caller=_CALLER_BY_KEY.format(param=":caller")),
+    ("sqlite", "user"): _SQLITE_TRANSCRIPT.format(caller=_CALLER_BY_USER.format(param=":caller")),
+}
+
+CALLER_SQL = {
+    "key": text(_CALLER_BY_KEY.format(param=":caller")),
+    "user": text(_CALLER_BY_USER.format(param=":caller")),
+}
+
+_CALLER_COLUMNS = 5
+
+
+def _credential_kind_and_value(credentials: Credentials) -> tuple[str, str | int]:
+    if isinstance(credentials, ApiKeyCredentials):
+        return "key", credentials.key_hash
+    if isinstance(credentials, UserCredentials):
+        return "user", credentials.user_id
+    raise TypeError(f"unknown credentials {type(credentials).__name__}")
+
+
+def _sqlite_datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _sqlite_uuid(value: str) -> str:
+    return str(uuid.UUID(hex=value))
+
+
+_SESSION_FIELDS = [field.name for field in fields(SessionRecord) if field.name != "turns"]
+_TURNS_OFFSET = _CALLER_COLUMNS + len(_SESSION_FIELDS)
+
+
+def _session_record(values: Sequence[Any], turns: Turns) -> SessionRecord:
+    return SessionRecord(**dict(zip(_SESSION_FIELDS, values, strict=True)), turns=turns)
+
+
+def _postgres_record(row: Sequence[Any]) -> SessionRecord:
+    session = row[_CALLER_COLUMNS:_TURNS_OFFSET]
+    turns = row[_TURNS_OFFSET:]
+    return _session_record(session, Turns.empty() if turns[0] is None else Turns(*turns))
+
+
+def _sqlite_record(row: Sequence[Any]) -> SessionRecord:
+    session = list(row[_CALLER_COLUMNS:_TURNS_OFFSET])
+    session[1] = _sqlite_uuid(session[1])
+    session[5] = _sqlite_uuid(session[5])
+    session[11] = bool(session[11])
+    for datetime_column in (12, 13, 14, 15):
+        session[datetime_column] = _sqlite_datetime(session[datetime_column])
+    packed = row[-1]
+    if packed is None:
+        return _session_record(session, Turns.empty())
+    columns = orjson.loads(packed)
+    turns = Turns(
+        turn_index=columns["turn_index"],
+        role=columns["role"],
+        text=columns["text"],
+        ts=[float(value) for value in columns["ts"]],
+        speaking_duration_seconds=[
+            None if value is None else float(value)
+            for value in columns["speaking_duration_seconds"]
+        ],
+        was_interrupted=[bool(value) for value in columns["was_interrupted"]],
+    )
+    return _session_record(session, turns)
+
+
+class ApiKeyUsage:
+    """Keeps ``api_keys.last_used_at`` roughly current without a write on every read.
+
+    A key's timestamp is refreshed at most once per ``interval`` and after the response,
+    in a task of its own. The in-process memo only saves writes; the UPDATE's own condition
+    keeps replicas from fighting over the row.
+    """
+
+    def __init__(self, database: Database, interval_seconds: float = 60.0) -> None:
+        self._database = database
+        self._interval = interval_seconds
+        self._scheduled: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def seen(self, api_key_id: int | None, last_used_at: datetime | None) -> None:
+        if api_key_id is None:
+            return
+        if last_used_at is not None:
+            if last_used_at.tzinfo is None:
+                last_used_at = last_used_at.replace(tzinfo=UTC)
+            if (datetime.now(UTC) - last_used_at).total_seconds() < self._interval:
+                return
+        now = time.monotonic()
+        if now - self._scheduled.get(api_key_id, float("-inf")) < self._interval:
+            return
+        self._scheduled[api_key_id] = now
+        task = asyncio.get_running_loop().create_task(self._touch(api_key_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch(self, api_key_id: int) -> None:
+        now = datetime.now(UTC)
+        cutoff = datetime.fromtimestamp(now.timestamp() - self._interval, UTC)
+        try:
+            async with self._database.sessionmaker.begin() as session:
+                await session.execute(
+                    text(
+                        "UPDATE api_keys SET last_used_at = :now WHERE id = :id"
+                        " AND (last_used_at IS NULL OR last_used_at < :cutoff)"
+                    ).bindparams(now=now, id=api_key_id, cutoff=cutoff),
+                )
+        except Exception:
+            logger.warning("could not record API key use", exc_info=True)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Repository:
+    def __init__(self, database: Database, key_usage: ApiKeyUsage) -> None:
+        self._database = database
+        self._key_usage = key_usage
+
+    async def session_transcript(
+        self, credentials: Credentials, session_id: uuid.UUID
+    ) -> SessionRecord:
+        """The session with its transcript, if the caller may see it. One round trip."""
+        kind, value = _credential_kind_and_value(credentials)
+        backend = self._database.backend
+        sql = TRANSCRIPT_SQL[backend, kind]
+        async with self._database.driver_connection() as connection:
+            if backend == "postgresql":
+                row = await connection.fetchrow(sql, value, session_id)
+            else:
+                cursor = await connection.execute(
+                    sql, {"caller": value, "session_id": session_id.hex}
+                )
+                row = await cursor.fetchone()
+                await cursor.close()
+        if row is None:
+            raise NotAuthenticated("Invalid or inactive credentials.")
+        self._key_usage.seen(row[3], _as_datetime(row[4]))
+        if row[_CALLER_COLUMNS] is None:
+            raise NotFound(SESSION_NOT_FOUND)
+        if backend == "postgresql":
+            return _postgres_record(row)
+        return _sqlite_record(row)
+
+    async def resolve_caller(self, credentials: Credentials) -> Caller:
+        kind, value = _credential_kind_and_value(credentials)
+        async with self._database.session() as session:
+            row = (await session.execute(CALLER_SQL[kind], {"caller": value})).first()
+        if row is None:
+            raise NotAuthenticated("Invalid or inactive credentials.")
+        self._key_usage.seen(row.api_key_id, _as_datetime(row.api_key_last_used_at))
+        return Caller(
+            user_id=row.user_id,
+            is_staff=bool(row.is_staff),
+            tenant_id=row.tenant_id,
+            api_key_id=row.api_key_id,
+        )
+
+
+def _as_datetime(value: datetime | str | None) -> datetime | None:
+    return _sqlite_datetime(value) if isinstance(value, str) else value

@@ -1,0 +1,170 @@
+"""The schema. One Alembic history (``migrations/``) builds it on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from transcripts.db.types import BigIntPK, UTCDateTime
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Character",
+    "RecordingStatus",
+    "Session",
+    "Tenant",
+    "Turn",
+    "User",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class RecordingStatus(enum.StrEnum):
+    NONE = "NONE"
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    is_staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # SHA-256 of the whole key: the key is 256 random bits, so a slow hash would add nothing.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_preview: Mapped[str] = mapped_column(String(16))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Character(Base):
+    __tablename__ = "characters"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    # Anam's personaId.
+    public_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    transcripts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Browser origins allowed to start a session without credentials (the widget).
+    allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_character_id_created_at", "character_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    character_id: Mapped[int] = mapped_column(ForeignKey("characters.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    room_name: Mapped[str] = mapped_column(String(200))
+    origin_url: Mapped[str | None] = mapped_column(String(2048))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    client_label: Mapped[str | None] = mapped_column(String(200))
+    transcripts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # When the session started; Oshara calls it created_at.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(onupdate=utcnow)
+    ended_at: Mapped[datetime | None]
+    finalized_at: Mapped[datetime | None]
+    llm_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    llm_output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    llm_model: Mapped[str | None] = mapped_column(String(100))
+    llm_provider: Mapped[str | None] = mapped_column(String(100))
+    stt_audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    stt_provider: Mapped[str | None] = mapped_column(String(100))
+    tts_characters: Mapped[int] = mapped_column(Integer, default=0)
+    tts_provider: Mapped[str | None] = mapped_column(String(100))
+    # Millionths of a dollar: exact on both databases (SQLite has no decimal type).
+    estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    recording_status: Mapped[RecordingStatus] = mapped_column(
+        Enum(RecordingStatus, native_enum=False, length=16, validate_strings=True),
+        default=RecordingStatus.NONE,
+    )
+    recording_url: Mapped[str | None] = mapped_column(String(2048))
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+    __table_args__ = (
+        CheckConstraint("role IN ('user', 'assistant')", name="role"),
+        CheckConstraint("turn_index >= 0", name="turn_index_non_negative"),
+        CheckConstraint("ts >= 0", name="ts_non_negative"),
+    )
+
+    session_pk: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    turn_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    ts: Mapped[float] = mapped_column(Float)
+    speaking_duration_seconds: Mapped[float | None] = mapped_column(Float)
+    was_interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

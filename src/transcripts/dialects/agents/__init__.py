@@ -1,0 +1,1 @@
+"""Oshara's enveloped dialect: ``{success, message, data, errors}``."""

@@ -1,0 +1,44 @@
+"""The envelope every answer of this dialect is wrapped in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from transcripts.errors import TranscriptsError
+
+__all__ = ["ENVELOPE_ERROR_RESPONSES", "envelope_response", "render_envelope_error"]
+
+# Datetimes are written the way Django REST Framework writes them: ISO 8601, "Z" for UTC.
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def envelope_response(data: Any, status_code: int = 200, message: str = "OK") -> Response:
+    body = {"success": True, "message": message, "data": data, "errors": None}
+    return Response(orjson.dumps(body, option=_OPTIONS), status_code, media_type="application/json")
+
+
+def render_envelope_error(
+    error: TranscriptsError, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"success": False, "message": error.message, "data": None, "errors": error.errors}
+    return Response(
+        orjson.dumps(body), error.status_code, headers=headers, media_type="application/json"
+    )
+
+
+def _error(description: str) -> dict[str, Any]:
+    from transcripts.generated.agents import ErrorEnvelope
+
+    return {"model": ErrorEnvelope, "description": description}
+
+
+ENVELOPE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("Bad request: a malformed id, parameter or body."),
+    401: _error("Missing, invalid or expired credentials, or an inactive API key."),
+    404: _error("Not found, or not the caller's: the two answers are identical."),
+    500: _error("Server error; no internals are disclosed."),
+    503: _error("The database cannot be reached; retry shortly."),
+}

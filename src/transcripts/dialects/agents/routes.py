@@ -1,0 +1,69 @@
+"""Routes of the enveloped dialect."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from transcripts.auth import CredentialsDep
+from transcripts.dependencies import RepositoryDep
+from transcripts.dialects.agents.envelope import (
+    ENVELOPE_ERROR_RESPONSES,
+    envelope_response,
+    render_envelope_error,
+)
+from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.generated.agents import AgentSessionSummaryEnvelope
+
+__all__ = ["router"]
+
+EnvelopeRoute = route_class("EnvelopeRoute", render_envelope_error)
+router = APIRouter(route_class=EnvelopeRoute)
+
+SessionIdPath = Annotated[
+    uuid.UUID, Path(description="The session_id (UUID) returned at session start.")
+]
+SECURITY: dict[str, Any] = {"security": [{"ApiKeyAuth": []}, {"BearerAuth": []}]}
+
+
+async def get_session_transcript(
+    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+) -> Response:
+    record = await repository.session_transcript(credentials, session_id)
+    return envelope_response(session_summary(record, recording=None))
+
+
+_TRANSCRIPT_DOCS = {
+    "responses": {200: {"model": AgentSessionSummaryEnvelope}, **ENVELOPE_ERROR_RESPONSES},
+    "openapi_extra": SECURITY,
+    "response_class": Response,
+}
+add_slash_agnostic_route(
+    router,
+    "/api/agents/agent-session/{session_id}/transcript/",
+    get_session_transcript,
+    methods=["GET"],
+    operation_id="getAgentSessionTranscript",
+    summary="Get a session transcript",
+    description=(
+        "AgentSessionSummary for a single voice session, including the entire transcript. "
+        "Staff see any session; other callers only sessions of characters they created."
+    ),
+    tags=["Agent sessions"],
+    **_TRANSCRIPT_DOCS,
+)
+add_slash_agnostic_route(
+    router,
+    "/api/billing/sessions/{session_id}/",
+    get_session_transcript,
+    methods=["GET"],
+    operation_id="getBillingSession",
+    summary="Get a session (Oshara's billing path)",
+    description="The same AgentSessionSummary, at the path Oshara's documentation uses.",
+    tags=["Billing"],
+    **_TRANSCRIPT_DOCS,
+)

@@ -1,0 +1,120 @@
+"""Dialect-neutral domain objects. Each dialect's mapper turns these into its own JSON.
+
+A transcript is held column-wise (one sequence per field) because that is how the hot query
+returns it: no per-turn object is built between the database and the JSON encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, NamedTuple
+
+__all__ = [
+    "ApiKeyCredentials",
+    "Caller",
+    "Credentials",
+    "SessionRecord",
+    "SignedUrl",
+    "Turns",
+    "UserCredentials",
+]
+
+COST_QUANTUM = Decimal("0.000001")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyCredentials:
+    key_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserCredentials:
+    """A verified access token: the user it names still has to exist and be active."""
+
+    user_id: int
+
+
+Credentials = ApiKeyCredentials | UserCredentials
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: int
+    is_staff: bool
+    tenant_id: int | None
+    api_key_id: int | None = None
+
+
+class Turns(NamedTuple):
+    """A transcript, column-wise, ordered by turn_index."""
+
+    turn_index: list[int]
+    role: list[Literal["user", "assistant"]]
+    text: list[str]
+    ts: list[float]
+    speaking_duration_seconds: list[float | None]
+    was_interrupted: list[bool]
+
+    @classmethod
+    def empty(cls) -> Turns:
+        return cls([], [], [], [], [], [])
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: int
+    session_id: str
+    tenant_slug: str
+    character_slug: str
+    character_name: str
+    character_public_id: str
+    user_id: int | None
+    room_name: str
+    origin_url: str | None
+    metadata_json: str  # stored JSON text, passed through to the response as it is
+    client_label: str | None
+    transcripts_enabled: bool
+    created_at: datetime
+    updated_at: datetime | None
+    ended_at: datetime | None
+    finalized_at: datetime | None
+    llm_input_tokens: int
+    llm_output_tokens: int
+    llm_model: str | None
+    llm_provider: str | None
+    stt_audio_seconds: float
+    stt_provider: str | None
+    tts_characters: int
+    tts_provider: str | None
+    estimated_cost_micros: int
+    recording_status: str
+    recording_url: str | None
+    turns: Turns
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.created_at).total_seconds(), 3)
+
+    @property
+    def turn_count(self) -> int:
+        return len(self.turns.turn_index)
+
+    @property
+    def interruption_count(self) -> int:
+        return sum(self.turns.was_interrupted)
+
+    @property
+    def estimated_cost_usd(self) -> Decimal:
+        return (Decimal(self.estimated_cost_micros) * COST_QUANTUM).quantize(COST_QUANTUM)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    """A time-limited link to a private recording; made on every read, never stored."""
+
+    url: str
+    expires_at: datetime

@@ -1,0 +1,93 @@
+"""Domain errors. Each carries its HTTP status; each dialect renders it in its own body.
+
+    TranscriptsError                 500  anything unexpected we chose to name
+    ├── BadRequest                   400  malformed id, parameter or body (field-level errors)
+    ├── NotAuthenticated             401  missing, invalid, expired or revoked credentials
+    ├── Forbidden                    403  e.g. a widget origin not on the allow-list
+    ├── NotFound                     404  missing, or not the caller's: the two are one answer
+    ├── MethodNotAllowed             405
+    ├── Conflict                     409  a rewrite of a stored turn, a write after finalize
+    ├── PayloadTooLarge              413
+    ├── RateLimited                  429
+    └── ServiceUnavailable           503  the database cannot be reached
+
+Repositories and services raise these; none of them knows about HTTP responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "MethodNotAllowed",
+    "NotAuthenticated",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServiceUnavailable",
+    "TranscriptsError",
+]
+
+FieldErrors = Mapping[str, Sequence[str]]
+
+
+class TranscriptsError(Exception):
+    status_code = 500
+    default_message = "The server could not complete the request."
+
+    def __init__(self, message: str | None = None, errors: FieldErrors | None = None) -> None:
+        self.message = message or self.default_message
+        self.errors: dict[str, list[str]] = (
+            {field: list(messages) for field, messages in errors.items()}
+            if errors
+            else {"detail": [self.message]}
+        )
+        super().__init__(self.message)
+
+
+class BadRequest(TranscriptsError):
+    status_code = 400
+    default_message = "The request is invalid."
+
+
+class NotAuthenticated(TranscriptsError):
+    status_code = 401
+    default_message = "Authentication credentials were not provided."
+
+
+class Forbidden(TranscriptsError):
+    status_code = 403
+    default_message = "You do not have permission to perform this action."
+
+
+class NotFound(TranscriptsError):
+    status_code = 404
+    default_message = "Not found."
+
+
+class Conflict(TranscriptsError):
+    status_code = 409
+    default_message = "The request conflicts with stored data."
+
+
+class PayloadTooLarge(TranscriptsError):
+    status_code = 413
+    default_message = "The request body is too large."
+
+
+class RateLimited(TranscriptsError):
+    status_code = 429
+    default_message = "Too many requests."
+
+
+class ServiceUnavailable(TranscriptsError):
+    status_code = 503
+    default_message = "The service is temporarily unavailable; try again shortly."
+
+
+class MethodNotAllowed(TranscriptsError):
+    status_code = 405
+    default_message = "Method not allowed."

@@ -1,0 +1,68 @@
+"""Service configuration, read from ``TRANSCRIPTS_*`` environment variables (or a ``.env`` file).
+
+S3 credentials are deliberately absent: they come from the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from transcripts.pricing import DEFAULT_PRICES, PriceTable
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcripts.db"
+MIN_JWT_SECRET_BYTES = 32
+# Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
+PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "secret", "demo", "insecure"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRANSCRIPTS_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # "demo" is what `transcripts demo` runs as; it is the only mode allowed a generated secret.
+    environment: Literal["production", "development", "demo"] = "production"
+
+    database_url: str = DEFAULT_DATABASE_URL
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=0, ge=0)
+
+    # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
+    prices: PriceTable = DEFAULT_PRICES
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        if secret is None:
+            return self
+        if secret.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("TRANSCRIPTS_JWT_SECRET is a placeholder value; set a random secret")
+        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"TRANSCRIPTS_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            )
+        return self
+
+    @property
+    def database_backend(self) -> Literal["postgresql", "sqlite"]:
+        if self.database_url.startswith("postgresql"):
+            return "postgresql"
+        if self.database_url.startswith("sqlite"):
+            return "sqlite"
+        raise ValueError(
+            "TRANSCRIPTS_DATABASE_URL must be a postgresql+asyncpg or sqlite+aiosqlite URL"
+        )

@@ -1,0 +1,72 @@
+"""Server-side failures answer in the envelope and disclose nothing."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import asgi_client, make_settings, running_app
+from tests.factories import Factory
+
+TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
+UNAVAILABLE = {
+    "success": False,
+    "message": "The service is temporarily unavailable; try again shortly.",
+    "data": None,
+    "errors": {"detail": ["The service is temporarily unavailable; try again shortly."]},
+}
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable_url(backend: str, tmp_path: object) -> str:
+    if backend == "postgresql":
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
+    return f"sqlite+aiosqlite:///{tmp_path}/no/such/directory/transcripts.db"
+
+
+async def test_unreachable_database_is_503(unreachable_url: str, factory: Factory) -> None:
+    key_user = await factory.user()
+    _, key = await factory.api_key(key_user)
+    async for app in running_app(make_settings(unreachable_url, db_connect_timeout_seconds=2)):
+        async with asgi_client(app) as client:
+            for headers in (
+                {"X-API-Key": key},
+                {"Authorization": f"Bearer {factory.token(key_user.id)}"},
+            ):
+                response = await client.get(TRANSCRIPT.format(uuid.uuid4()), headers=headers)
+                assert response.status_code == 503
+                assert response.json() == UNAVAILABLE
+
+
+async def test_unexpected_error_is_500_without_internals(
+    app: FastAPI,
+    factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail: password=hunter2")
+
+    monkeypatch.setattr(app.state.repository, "session_transcript", explode)
+    _, key = await factory.api_key(await factory.user())
+    async with asgi_client(app, raise_app_exceptions=False) as client:
+        response = await client.get(TRANSCRIPT.format(uuid.uuid4()), headers={"X-API-Key": key})
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "success": False,
+        "message": "The server could not complete the request.",
+        "data": None,
+        "errors": {"detail": ["The server could not complete the request."]},
+    }
+    assert "hunter2" not in response.text
+    assert key not in caplog.text
