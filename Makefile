@@ -42,6 +42,11 @@ format: $(VENV)/.synced
 ## generate: regenerate the Pydantic models from the specs in openapi/
 generate: $(VENV)/.synced
 	$(VENV)/bin/datamodel-codegen --profile agents
+	$(VENV)/bin/datamodel-codegen --profile anam
+
+## openapi: export the service's OpenAPI document to openapi/service.json
+openapi: $(VENV)/.synced
+	$(VENV)/bin/python -c "import json; from transcripts.app import openapi_document; print(json.dumps(openapi_document(), indent=2))" > openapi/service.json
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache

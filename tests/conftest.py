@@ -24,9 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
 from tests.factories import Factory, Keys
+from tests.spec_validation import validate_response_hook
 from transcripts.app import create_app
 from transcripts.migrate import upgrade_to_head
 from transcripts.settings import Settings
+
+# Signing must never reach for the EC2 metadata endpoint from a test machine.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -152,7 +156,11 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=transport,
+        base_url="http://testserver",
+        event_hooks={"response": [validate_response_hook]},
+    )
 
 
 @pytest.fixture

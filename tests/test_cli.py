@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -26,9 +27,18 @@ def run(database_url: str, *args: str, check: bool = True) -> subprocess.Complet
         "TRANSCRIPTS_DATABASE_URL": database_url,
         "TRANSCRIPTS_JWT_SECRET": TEST_JWT_SECRET,
     }
-    return subprocess.run(
-        [TRANSCRIPTS, *args], env=env, capture_output=True, text=True, timeout=60, check=check
+    result = subprocess.run(
+        [TRANSCRIPTS, *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+async def run_async(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # A thread keeps the event loop turning, so the app's own writes never hold SQLite's
+    # lock while the CLI waits for it.
+    return await asyncio.to_thread(run, database_url, *args)
 
 
 def test_migrate_is_idempotent(database_url: str) -> None:
@@ -56,7 +66,9 @@ async def test_users_keys_and_tokens_from_the_command_line(
 ) -> None:
     email = f"cli-{uuid.uuid4().hex[:8]}@example.com"
     tenant = f"cli-{uuid.uuid4().hex[:8]}"
-    created = run(database_url, "users", "create", "--email", email, "--tenant", tenant, "--json")
+    created = await run_async(
+        database_url, "users", "create", "--email", email, "--tenant", tenant, "--json"
+    )
     user = json.loads(created.stdout)  # exactly one JSON document
     assert user == {
         "id": user["id"],
@@ -66,19 +78,19 @@ async def test_users_keys_and_tokens_from_the_command_line(
         "is_active": True,
     }
 
-    issued = json.loads(
-        run(
-            database_url, "api-keys", "create", "--user", str(user["id"]), "--name", "ci", "--json"
-        ).stdout
+    created_key = await run_async(
+        database_url, "api-keys", "create", "--user", str(user["id"]), "--name", "ci", "--json"
     )
+    issued = json.loads(created_key.stdout)
     assert issued["key"].startswith("sk_")
     assert len(issued["key"]) == 67
     assert issued["key_preview"] == f"{issued['key'][:5]}...{issued['key'][-4:]}"
     assert (issued["user"], issued["name"], issued["is_active"]) == (user["id"], "ci", True)
 
-    token = run(
+    minted = await run_async(
         database_url, "tokens", "mint", "--user", str(user["id"]), "--ttl", "120"
-    ).stdout.strip()
+    )
+    token = minted.stdout.strip()
     claims = jwt.decode(token, TEST_JWT_SECRET, algorithms=["HS256"])
     assert claims["user_id"] == user["id"]
     assert claims["token_type"] == "access"
@@ -94,7 +106,8 @@ async def test_users_keys_and_tokens_from_the_command_line(
     assert (await client.get(path, headers={"X-API-Key": issued["key"]})).status_code == 200
     assert (await client.get(path, headers={"Authorization": f"Bearer {token}"})).status_code == 200
 
-    assert run(database_url, "api-keys", "revoke", str(issued["id"])).returncode == 0
+    revoked = await run_async(database_url, "api-keys", "revoke", str(issued["id"]))
+    assert revoked.stdout.strip() == f"API key {issued['id']} revoked"
     assert (await client.get(path, headers={"X-API-Key": issued["key"]})).status_code == 401
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
@@ -10,6 +9,7 @@ from fastapi import FastAPI
 
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory
+from tests.servers import free_port
 
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 UNAVAILABLE = {
@@ -20,16 +20,10 @@ UNAVAILABLE = {
 }
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def unreachable_url(backend: str, tmp_path: object) -> str:
     if backend == "postgresql":
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/nowhere"
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
     return f"sqlite+aiosqlite:///{tmp_path}/no/such/directory/transcripts.db"
 
 
@@ -56,7 +50,7 @@ async def test_unexpected_error_is_500_without_internals(
     async def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail: password=hunter2")
 
-    monkeypatch.setattr(app.state.repository, "session_transcript", explode)
+    monkeypatch.setattr(app.state.repository, "session", explode)
     _, key = await factory.api_key(await factory.user())
     async with asgi_client(app, raise_app_exceptions=False) as client:
         response = await client.get(TRANSCRIPT.format(uuid.uuid4()), headers={"X-API-Key": key})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +21,8 @@ from transcripts.db.engine import Database, is_disconnect
 from transcripts.db.repository import ApiKeyUsage, Repository
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.agents.routes import router as agents_router
+from transcripts.dialects.anam.errors import render_anam_error
+from transcripts.dialects.anam.routes import router as anam_router
 from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
 from transcripts.errors import (
     BadRequest,
@@ -29,10 +31,11 @@ from transcripts.errors import (
     ServiceUnavailable,
     TranscriptsError,
 )
+from transcripts.recordings import S3RecordingSigner
 from transcripts.settings import Settings
 from transcripts.validation import field_errors
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_document"]
 
 logger = logging.getLogger("transcripts")
 
@@ -43,15 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings)
-        key_usage = ApiKeyUsage(database)
-        app.state.database = database
-        app.state.repository = Repository(database, key_usage)
-        try:
+        async with AsyncExitStack() as stack:
+            database = Database(settings)
+            stack.push_async_callback(database.dispose)
+            key_usage = ApiKeyUsage(database)
+            stack.push_async_callback(key_usage.drain)
+            app.state.database = database
+            app.state.repository = Repository(database, key_usage)
+            app.state.recording_signer = await S3RecordingSigner.open(settings, stack)
             yield
-        finally:
-            await key_usage.drain()
-            await database.dispose()
 
     app = FastAPI(
         title="transcripts",
@@ -66,13 +69,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_verifier = token_verifier
     app.include_router(agents_router)
+    app.include_router(anam_router)
     _install_error_handlers(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
 
 
 def _renderer_by_prefix(path: str) -> ErrorRenderer:
-    return render_envelope_error
+    return render_anam_error if path == "/v1" or path.startswith("/v1/") else render_envelope_error
 
 
 def _render(request: Request, error: TranscriptsError) -> Response:
@@ -160,3 +164,8 @@ def _openapi_factory(app: FastAPI) -> Callable[[], dict[str, Any]]:
         return app.openapi_schema
 
     return openapi
+
+
+def openapi_document() -> dict[str, Any]:
+    """The service's OpenAPI document, as served at /openapi.json (no database needed)."""
+    return create_app(Settings(_env_file=None, jwt_secret=None)).openapi()

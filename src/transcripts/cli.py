@@ -142,14 +142,25 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
     base = f"http://{args.host}:{args.port}"
     example, long_session = demo.session_ids[0], demo.session_ids[1]
+    key, bearer_key, bearer_token = (
+        ("X-API-Key", demo.api_key),
+        ("Authorization", f"Bearer {demo.api_key}"),
+        ("Authorization", f"Bearer {token}"),
+    )
     lines = [
         f"transcripts demo: {_redacted(settings.database_url)}, character '{demo.character_slug}',"
         f" {len(demo.session_ids)} sessions, user {demo.user_id}",
         "",
-        "# Enveloped dialect, API key:",
-        _curl(f"{base}/api/agents/agent-session/{example}/transcript/", "X-API-Key", demo.api_key),
+        "# Enveloped dialect (Oshara), API key:",
+        _curl(f"{base}/api/agents/agent-session/{example}/transcript/", *key),
         "# Enveloped dialect at Oshara's billing path, JWT (a 320-turn session):",
-        _curl(f"{base}/api/billing/sessions/{long_session}/", "Authorization", f"Bearer {token}"),
+        _curl(f"{base}/api/billing/sessions/{long_session}/", *bearer_token),
+        "# Anam dialect, API key as a Bearer token (as Anam clients send it):",
+        _curl(f"{base}/v1/sessions/{example}/transcript", *bearer_key),
+        "# Anam dialect, JWT:",
+        _curl(f"{base}/v1/sessions/{long_session}/transcript", *bearer_token),
+        "# Anam dialect, the caller's sessions:",
+        _curl(f"{base}/v1/sessions?perPage=10", *bearer_key),
         "",
         f"# API docs: {base}/docs",
         "",

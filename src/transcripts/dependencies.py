@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from transcripts.auth import CredentialsDep
 from transcripts.db.repository import Repository
+from transcripts.domain import Caller
+from transcripts.recordings import RecordingSigner
 
-__all__ = ["RepositoryDep"]
+__all__ = ["CallerDep", "RecordingSignerDep", "RepositoryDep"]
 
 
 async def get_repository(request: Request) -> Repository:
@@ -17,3 +20,18 @@ async def get_repository(request: Request) -> Repository:
 
 
 RepositoryDep = Annotated[Repository, Depends(get_repository)]
+
+
+async def get_caller(credentials: CredentialsDep, repository: RepositoryDep) -> Caller:
+    return await repository.resolve_caller(credentials)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_recording_signer(request: Request) -> RecordingSigner:
+    signer: RecordingSigner = request.app.state.recording_signer
+    return signer
+
+
+RecordingSignerDep = Annotated[RecordingSigner, Depends(get_recording_signer)]

@@ -15,6 +15,7 @@ __all__ = [
     "ApiKeyCredentials",
     "Caller",
     "Credentials",
+    "SessionPage",
     "SessionRecord",
     "SignedUrl",
     "Turns",
@@ -91,7 +92,7 @@ class SessionRecord:
     estimated_cost_micros: int
     recording_status: str
     recording_url: str | None
-    turns: Turns
+    turns: Turns | None  # None: not loaded (listings)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -100,12 +101,24 @@ class SessionRecord:
         return round((self.ended_at - self.created_at).total_seconds(), 3)
 
     @property
+    def transcript(self) -> Turns:
+        if self.turns is None:
+            raise ValueError("the transcript of this record was not loaded")
+        return self.turns
+
+    @property
     def turn_count(self) -> int:
-        return len(self.turns.turn_index)
+        return len(self.transcript.turn_index)
 
     @property
     def interruption_count(self) -> int:
-        return sum(self.turns.was_interrupted)
+        return sum(self.transcript.was_interrupted)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.created_at).total_seconds() * 1000)
 
     @property
     def estimated_cost_usd(self) -> Decimal:
@@ -118,3 +131,9 @@ class SignedUrl:
 
     url: str
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    records: list[SessionRecord]
+    total: int

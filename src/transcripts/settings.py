@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=0, ge=0)
 
+    # Recordings: S3 credentials come from the standard AWS chain, never from here.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    presign_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
     # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
     prices: PriceTable = DEFAULT_PRICES
 

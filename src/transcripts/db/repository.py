@@ -15,21 +15,27 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import ColumnElement, Text, func, or_, select, text, type_coerce
 
 from transcripts.db.engine import Database
+from transcripts.db.tables import Character, Tenant
+from transcripts.db.tables import Session as SessionRow
 from transcripts.domain import (
     ApiKeyCredentials,
     Caller,
     Credentials,
+    SessionPage,
     SessionRecord,
     Turns,
     UserCredentials,
 )
 from transcripts.errors import NotAuthenticated, NotFound
+
+Backend = Literal["postgresql", "sqlite"]
+CredentialKind = Literal["key", "user"]
 
 __all__ = ["ApiKeyUsage", "Repository"]
 
@@ -71,37 +77,30 @@ _SESSION_COLUMNS = """
     s.tts_provider, s.estimated_cost_micros, s.recording_status, s.recording_url
 """
 
+# A session with transcripts disabled has no transcript to show, whatever was sent.
+_ORDERED_TURNS = """
+    (SELECT * FROM turns
+     WHERE turns.session_pk = s.id AND s.transcripts_enabled
+     ORDER BY turns.turn_index) o
+"""
+
 # PostgreSQL: the transcript comes back as six arrays, which asyncpg decodes in C.
-_POSTGRES_TRANSCRIPT = (
-    "WITH caller AS ({caller}) SELECT "  # noqa: S608 - constant fragments, no input
-    + _SESSION_COLUMNS.format(
-        session_uuid="s.session_id::text",
-        character_uuid="c.public_id::text",
-        metadata="s.metadata::text",
-    )
-    + """,
-    t.turn_index, t.role, t.text, t.ts, t.speaking_duration_seconds, t.was_interrupted
-    """
-    + _SCOPED_SESSION_JOIN.format(param="$2")
-    + """
+_POSTGRES_TURN_COLUMNS = (
+    ", t.turn_index, t.role, t.text, t.ts, t.speaking_duration_seconds, t.was_interrupted"
+)
+_POSTGRES_TURNS_JOIN = f"""
     LEFT JOIN LATERAL (
         SELECT array_agg(o.turn_index) AS turn_index, array_agg(o.role) AS role,
                array_agg(o.text) AS text, array_agg(o.ts) AS ts,
                array_agg(o.speaking_duration_seconds) AS speaking_duration_seconds,
                array_agg(o.was_interrupted) AS was_interrupted
-        FROM (SELECT * FROM turns WHERE turns.session_pk = s.id ORDER BY turns.turn_index) o
+        FROM {_ORDERED_TURNS}
     ) t ON true
-    """
-)
+"""
 
 # SQLite: one JSON object of six arrays. Floats travel as quote() text, the one rendering
 # that round-trips every double (SQLite's JSON and printf keep only 15-16 digits).
-_SQLITE_TRANSCRIPT = (
-    "WITH caller AS ({caller}) SELECT "  # noqa: S608 - constant fragments, no input
-    + _SESSION_COLUMNS.format(
-        session_uuid="s.session_id", character_uuid="c.public_id", metadata="s.metadata"
-    )
-    + """,
+_SQLITE_TURN_COLUMNS = f""",
     (SELECT json_object(
         'turn_index', json_group_array(o.turn_index),
         'role', json_group_array(o.role),
@@ -111,17 +110,42 @@ _SQLITE_TRANSCRIPT = (
             CASE WHEN o.speaking_duration_seconds IS NULL THEN NULL
                  ELSE quote(o.speaking_duration_seconds) END),
         'was_interrupted', json_group_array(o.was_interrupted))
-     FROM (SELECT * FROM turns WHERE turns.session_pk = s.id ORDER BY turns.turn_index) o
+     FROM {_ORDERED_TURNS}
      HAVING count(*) > 0)
-    """
-    + _SCOPED_SESSION_JOIN.format(param=":session_id")
-)
+"""
 
-TRANSCRIPT_SQL = {
-    ("postgresql", "key"): _POSTGRES_TRANSCRIPT.format(caller=_CALLER_BY_KEY.format(param="$1")),
-    ("postgresql", "user"): _POSTGRES_TRANSCRIPT.format(caller=_CALLER_BY_USER.format(param="$1")),
-    ("sqlite", "key"): _SQLITE_TRANSCRIPT.format(caller=_CALLER_BY_KEY.format(param=":caller")),
-    ("sqlite", "user"): _SQLITE_TRANSCRIPT.format(caller=_CALLER_BY_USER.format(param=":caller")),
+
+def _session_sql(backend: Backend, kind: CredentialKind, with_turns: bool) -> str:
+    """The scoped session read, for one backend and one kind of credentials."""
+    if backend == "postgresql":
+        caller = _CALLER_BY_KEY if kind == "key" else _CALLER_BY_USER
+        columns = _SESSION_COLUMNS.format(
+            session_uuid="s.session_id::text",
+            character_uuid="c.public_id::text",
+            metadata="s.metadata::text",
+        )
+        return (
+            f"WITH caller AS ({caller.format(param='$1')}) SELECT {columns}"
+            + (_POSTGRES_TURN_COLUMNS if with_turns else "")
+            + _SCOPED_SESSION_JOIN.format(param="$2")
+            + (_POSTGRES_TURNS_JOIN if with_turns else "")
+        )
+    caller = _CALLER_BY_KEY if kind == "key" else _CALLER_BY_USER
+    columns = _SESSION_COLUMNS.format(
+        session_uuid="s.session_id", character_uuid="c.public_id", metadata="s.metadata"
+    )
+    return (
+        f"WITH caller AS ({caller.format(param=':caller')}) SELECT {columns}"
+        + (_SQLITE_TURN_COLUMNS if with_turns else "")
+        + _SCOPED_SESSION_JOIN.format(param=":session_id")
+    )
+
+
+SESSION_SQL = {
+    (backend, kind, with_turns): _session_sql(backend, kind, with_turns)
+    for backend in ("postgresql", "sqlite")
+    for kind in ("key", "user")
+    for with_turns in (True, False)
 }
 
 CALLER_SQL = {
@@ -132,7 +156,7 @@ CALLER_SQL = {
 _CALLER_COLUMNS = 5
 
 
-def _credential_kind_and_value(credentials: Credentials) -> tuple[str, str | int]:
+def _credential_kind_and_value(credentials: Credentials) -> tuple[CredentialKind, str | int]:
     if isinstance(credentials, ApiKeyCredentials):
         return "key", credentials.key_hash
     if isinstance(credentials, UserCredentials):
@@ -152,23 +176,27 @@ _SESSION_FIELDS = [field.name for field in fields(SessionRecord) if field.name !
 _TURNS_OFFSET = _CALLER_COLUMNS + len(_SESSION_FIELDS)
 
 
-def _session_record(values: Sequence[Any], turns: Turns) -> SessionRecord:
+def _session_record(values: Sequence[Any], turns: Turns | None) -> SessionRecord:
     return SessionRecord(**dict(zip(_SESSION_FIELDS, values, strict=True)), turns=turns)
 
 
-def _postgres_record(row: Sequence[Any]) -> SessionRecord:
+def _postgres_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
     session = row[_CALLER_COLUMNS:_TURNS_OFFSET]
+    if not with_turns:
+        return _session_record(session, None)
     turns = row[_TURNS_OFFSET:]
     return _session_record(session, Turns.empty() if turns[0] is None else Turns(*turns))
 
 
-def _sqlite_record(row: Sequence[Any]) -> SessionRecord:
+def _sqlite_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
     session = list(row[_CALLER_COLUMNS:_TURNS_OFFSET])
     session[1] = _sqlite_uuid(session[1])
     session[5] = _sqlite_uuid(session[5])
     session[11] = bool(session[11])
     for datetime_column in (12, 13, 14, 15):
         session[datetime_column] = _sqlite_datetime(session[datetime_column])
+    if not with_turns:
+        return _session_record(session, None)
     packed = row[-1]
     if packed is None:
         return _session_record(session, Turns.empty())
@@ -241,13 +269,13 @@ class Repository:
         self._database = database
         self._key_usage = key_usage
 
-    async def session_transcript(
-        self, credentials: Credentials, session_id: uuid.UUID
+    async def session(
+        self, credentials: Credentials, session_id: uuid.UUID, *, with_turns: bool = True
     ) -> SessionRecord:
-        """The session with its transcript, if the caller may see it. One round trip."""
+        """The session (and its transcript), if the caller may see it. One round trip."""
         kind, value = _credential_kind_and_value(credentials)
         backend = self._database.backend
-        sql = TRANSCRIPT_SQL[backend, kind]
+        sql = SESSION_SQL[backend, kind, with_turns]
         async with self._database.driver_connection() as connection:
             if backend == "postgresql":
                 row = await connection.fetchrow(sql, value, session_id)
@@ -263,8 +291,47 @@ class Repository:
         if row[_CALLER_COLUMNS] is None:
             raise NotFound(SESSION_NOT_FOUND)
         if backend == "postgresql":
-            return _postgres_record(row)
-        return _sqlite_record(row)
+            return _postgres_record(row, with_turns)
+        return _sqlite_record(row, with_turns)
+
+    async def list_sessions(
+        self,
+        caller: Caller,
+        *,
+        page: int,
+        per_page: int,
+        persona_id: uuid.UUID | None = None,
+        search: str | None = None,
+    ) -> SessionPage:
+        """A page of the caller's sessions, newest first, without transcripts."""
+        conditions: list[ColumnElement[bool]] = []
+        if not caller.is_staff:
+            conditions.append(Character.created_by_id == caller.user_id)
+        if persona_id is not None:
+            conditions.append(Character.public_id == persona_id)
+        if search:
+            conditions.append(_search_condition(search))
+        async with self._database.session() as db:
+            total = await db.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .join(Character, Character.id == SessionRow.character_id)
+                .where(*conditions)
+            )
+            rows = await db.execute(
+                select(*_listing_columns())
+                .join(Character, Character.id == SessionRow.character_id)
+                .join(Tenant, Tenant.id == SessionRow.tenant_id)
+                .where(*conditions)
+                .order_by(SessionRow.created_at.desc(), SessionRow.id.desc())
+                .limit(per_page)
+                .offset((page - 1) * per_page)
+            )
+            records = [
+                _session_record((*row[:1], str(row[1]), *row[2:5], str(row[5]), *row[6:]), None)
+                for row in rows
+            ]
+        return SessionPage(records=records, total=total or 0)
 
     async def resolve_caller(self, credentials: Credentials) -> Caller:
         kind, value = _credential_kind_and_value(credentials)
@@ -279,6 +346,48 @@ class Repository:
             tenant_id=row.tenant_id,
             api_key_id=row.api_key_id,
         )
+
+
+def _listing_columns() -> list[Any]:
+    # The same columns, in the same order, as _SESSION_COLUMNS: both build a SessionRecord.
+    return [
+        SessionRow.id,
+        SessionRow.session_id,
+        Tenant.slug,
+        Character.slug,
+        Character.name,
+        Character.public_id,
+        SessionRow.user_id,
+        SessionRow.room_name,
+        SessionRow.origin_url,
+        type_coerce(SessionRow.metadata_, Text),
+        SessionRow.client_label,
+        SessionRow.transcripts_enabled,
+        SessionRow.created_at,
+        SessionRow.updated_at,
+        SessionRow.ended_at,
+        SessionRow.finalized_at,
+        SessionRow.llm_input_tokens,
+        SessionRow.llm_output_tokens,
+        SessionRow.llm_model,
+        SessionRow.llm_provider,
+        SessionRow.stt_audio_seconds,
+        SessionRow.stt_provider,
+        SessionRow.tts_characters,
+        SessionRow.tts_provider,
+        SessionRow.estimated_cost_micros,
+        SessionRow.recording_status,
+        SessionRow.recording_url,
+    ]
+
+
+def _search_condition(search: str) -> ColumnElement[bool]:
+    """Anam's search: the session's ID, or a case-insensitive part of its client label."""
+    label = SessionRow.client_label.icontains(search, autoescape=True)
+    try:
+        return or_(SessionRow.session_id == uuid.UUID(search), label)
+    except ValueError:
+        return label
 
 
 def _as_datetime(value: datetime | str | None) -> datetime | None:

@@ -40,12 +40,12 @@ class AgentSessionSummary(BaseModel):
     interruption_count: Annotated[int, Field(description="Times the user spoke over the agent.")]
     llm_input_tokens: int
     llm_output_tokens: int
-    llm_model: Annotated[str | None, Field(...)]
-    llm_provider: Annotated[str | None, Field(...)]
+    llm_model: str | None
+    llm_provider: str | None
     stt_audio_seconds: float
-    stt_provider: Annotated[str | None, Field(...)]
+    stt_provider: str | None
     tts_characters: int
-    tts_provider: Annotated[str | None, Field(...)]
+    tts_provider: str | None
     estimated_cost_usd: Annotated[
         str,
         Field(
@@ -65,7 +65,7 @@ class AgentSessionSummary(BaseModel):
         str | None,
         Field(description="Time-limited HTTPS URL that anyone can play; signed on every read."),
     ]
-    recording_presigned_url_expires_at: Annotated[AwareDatetime | None, Field(...)]
+    recording_presigned_url_expires_at: AwareDatetime | None
     transcript: list[TranscriptItem]
     transcript_text: Annotated[
         str,
@@ -80,13 +80,13 @@ class AgentSessionSummaryEnvelope(BaseModel):
     success: Literal[True]
     message: str
     data: AgentSessionSummary
-    errors: Annotated[dict[str, Any] | None, Field(...)]
+    errors: None
 
 
 class ErrorEnvelope(BaseModel):
     success: Literal[False]
     message: Annotated[str, Field(description="One human sentence.")]
-    data: Annotated[dict[str, Any] | None, Field(...)]
+    data: None
     errors: Annotated[
         dict[str, list[str]],
         Field(description='Field name (or "detail") to the messages about it.'),

@@ -14,7 +14,7 @@ ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
 
 
 def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[str, Any]:
-    turns = record.turns
+    turns = record.transcript
     transcript = [
         {"role": role, "text": text, "turn_index": turn_index, "ts": ts}
         for turn_index, role, text, ts in zip(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from starlette.responses import Response
 
 from transcripts.auth import CredentialsDep
-from transcripts.dependencies import RepositoryDep
+from transcripts.dependencies import RecordingSignerDep, RepositoryDep
 from transcripts.dialects.agents.envelope import (
     ENVELOPE_ERROR_RESPONSES,
     envelope_response,
@@ -31,10 +31,14 @@ SECURITY: dict[str, Any] = {"security": [{"ApiKeyAuth": []}, {"BearerAuth": []}]
 
 
 async def get_session_transcript(
-    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+    session_id: SessionIdPath,
+    credentials: CredentialsDep,
+    repository: RepositoryDep,
+    signer: RecordingSignerDep,
 ) -> Response:
-    record = await repository.session_transcript(credentials, session_id)
-    return envelope_response(session_summary(record, recording=None))
+    record = await repository.session(credentials, session_id)
+    recording = await signer.sign(record.recording_url) if record.recording_url else None
+    return envelope_response(session_summary(record, recording))
 
 
 _TRANSCRIPT_DOCS = {

@@ -1,0 +1,1 @@
+"""Anam AI's ``/v1`` sessions dialect."""

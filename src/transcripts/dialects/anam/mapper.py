@@ -1,0 +1,85 @@
+"""SessionRecord -> Anam's Session and SessionTranscript. Pure functions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from transcripts.domain import SessionPage, SessionRecord
+
+__all__ = ["anam_session", "anam_session_list", "anam_transcript", "iso_millis"]
+
+ROLES = {"assistant": "persona", "user": "user"}
+ACTIVE, COMPLETED = "ACTIVE", "COMPLETED"
+
+
+def iso_millis(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and Z, as Anam writes it: 2026-04-20T09:00:01.000Z."""
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def _optional(moment: datetime | None) -> str | None:
+    return None if moment is None else iso_millis(moment)
+
+
+def anam_transcript(record: SessionRecord) -> dict[str, Any]:
+    turns = record.transcript
+    started = record.created_at
+    messages: list[dict[str, Any]] = []
+    for role, text, ts, speaking, interrupted in zip(
+        turns.role,
+        turns.text,
+        turns.ts,
+        turns.speaking_duration_seconds,
+        turns.was_interrupted,
+        strict=True,
+    ):
+        message: dict[str, Any] = {
+            "role": ROLES[role],
+            "message": text,
+            "timestamp": iso_millis(started + timedelta(seconds=ts)),
+            "speakingDurationSeconds": speaking,
+        }
+        if role == "assistant":
+            message["wasInterrupted"] = interrupted
+        messages.append(message)
+    return {
+        "sessionId": record.session_id,
+        "personaName": record.character_name,
+        "startTime": iso_millis(started),
+        "endTime": _optional(record.ended_at),
+        "durationMs": record.duration_ms,
+        "totalMessages": len(messages),
+        "transcriptsEnabled": record.transcripts_enabled,
+        "messages": messages,
+    }
+
+
+def anam_session(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": record.session_id,
+        "clientLabel": record.client_label,
+        "personaId": record.character_public_id,
+        "personaName": record.character_name,
+        "status": ACTIVE if record.finalized_at is None else COMPLETED,
+        "startTime": iso_millis(record.created_at),
+        "endTime": _optional(record.ended_at),
+        "durationMs": record.duration_ms,
+        "createdAt": iso_millis(record.created_at),
+        "updatedAt": _optional(record.updated_at),
+    }
+
+
+def anam_session_list(page: SessionPage, current_page: int, per_page: int) -> dict[str, Any]:
+    last_page = -(-page.total // per_page)
+    return {
+        "data": [anam_session(record) for record in page.records],
+        "meta": {
+            "total": page.total,
+            "lastPage": last_page,
+            "currentPage": current_page,
+            "perPage": per_page,
+            "prev": current_page - 1 if current_page > 1 else None,
+            "next": current_page + 1 if current_page < last_page else None,
+        },
+    }

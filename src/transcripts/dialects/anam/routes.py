@@ -1,0 +1,134 @@
+"""Routes of the Anam dialect (``/v1/sessions``)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query
+from starlette.responses import Response
+
+from transcripts.auth import CredentialsDep
+from transcripts.dependencies import CallerDep, RecordingSignerDep, RepositoryDep
+from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
+from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.errors import NotFound
+from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
+
+__all__ = ["router"]
+
+AnamRoute = route_class("AnamRoute", render_anam_error)
+router = APIRouter(route_class=AnamRoute)
+
+SessionIdPath = Annotated[uuid.UUID, Path(alias="id", description="Session ID")]
+SECURITY: dict[str, Any] = {"security": [{"BearerAuth": []}, {"ApiKeyAuth": []}]}
+MAX_PER_PAGE = 100
+
+
+def _json(document: Any) -> Response:
+    return Response(orjson.dumps(document), media_type="application/json")
+
+
+def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 500, 503)) -> dict[str, Any]:
+    responses: dict[int | str, Any] = {200: {"model": model}}
+    responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
+    return {
+        "methods": ["GET"],
+        "tags": ["Sessions"],
+        "response_class": Response,
+        "responses": responses,
+        "openapi_extra": SECURITY,
+    }
+
+
+async def get_session_transcript(
+    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+) -> Response:
+    return _json(anam_transcript(await repository.session(credentials, session_id)))
+
+
+async def get_session(
+    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+) -> Response:
+    record = await repository.session(credentials, session_id, with_turns=False)
+    return _json(anam_session(record))
+
+
+async def get_session_recording(
+    session_id: SessionIdPath,
+    credentials: CredentialsDep,
+    repository: RepositoryDep,
+    signer: RecordingSignerDep,
+) -> Response:
+    record = await repository.session(credentials, session_id, with_turns=False)
+    signed = await signer.sign(record.recording_url) if record.recording_url else None
+    if signed is None:
+        raise NotFound("Recording not found")
+    return _json({"recordingUrl": signed.url})
+
+
+async def list_sessions(
+    caller: CallerDep,
+    repository: RepositoryDep,
+    page: Annotated[int, Query(ge=1, description="Page number for pagination.")] = 1,
+    per_page: Annotated[
+        int,
+        Query(
+            alias="perPage",
+            ge=1,
+            le=MAX_PER_PAGE,
+            description="Number of items per page (max 100).",
+        ),
+    ] = 10,
+    search: Annotated[
+        str | None,
+        Query(max_length=200, description="Search term to filter sessions by ID or client label."),
+    ] = None,
+    persona_id: Annotated[
+        uuid.UUID | None, Query(alias="personaId", description="Filter sessions by persona ID.")
+    ] = None,
+) -> Response:
+    sessions = await repository.list_sessions(
+        caller, page=page, per_page=per_page, persona_id=persona_id, search=search
+    )
+    return _json(anam_session_list(sessions, page, per_page))
+
+
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions/{id}/transcript",
+    get_session_transcript,
+    operation_id="getSessionTranscript",
+    summary="get session transcript",
+    description="Returns the conversation transcript for a session",
+    **_docs(SessionTranscript),
+)
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions/{id}/recording",
+    get_session_recording,
+    operation_id="getSessionRecording",
+    summary="Get session recording",
+    description="Returns a presigned URL to download the session recording (1 hour by default).",
+    **_docs(SessionRecording),
+)
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions/{id}",
+    get_session,
+    operation_id="getSession",
+    summary="Get session",
+    description="Returns a session by ID.",
+    **_docs(Session),
+)
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions",
+    list_sessions,
+    operation_id="listSessions",
+    summary="List sessions",
+    description="Returns a paginated list of the caller's sessions, newest first.",
+    **_docs(SessionList, errors=(400, 401, 500, 503)),
+)

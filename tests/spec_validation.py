@@ -1,0 +1,131 @@
+"""Every response the suite sees is checked against the dialect specs in ``openapi/``.
+
+A response must be documented for its operation and status, and its body must validate
+against the documented JSON schema (formats included). Responses for paths no operation
+matches (an unknown route, a wrong method) must still be the dialect's error body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+OPENAPI_DIR = Path(__file__).resolve().parents[1] / "openapi"
+SPECS = {"anam": "anam.yaml", "agents": "agents.yaml"}
+# Operational endpoints that belong to no dialect.
+OUTSIDE_THE_DIALECTS = {"/openapi.json", "/docs", "/healthz", "/readyz", "/metrics"}
+ERROR_SCHEMAS = {
+    "anam": "#/components/schemas/Error",
+    "agents": "#/components/schemas/ErrorEnvelope",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    spec: str
+    template: str
+    pattern: re.Pattern[str]
+    method: str
+    responses: dict[str, Any]
+
+
+@cache
+def _spec(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((OPENAPI_DIR / SPECS[name]).read_text())
+    return document
+
+
+@cache
+def _registry() -> Registry:
+    resources = [
+        (f"urn:{name}", Resource.from_contents(_spec(name), default_specification=DRAFT202012))
+        for name in SPECS
+    ]
+    return Registry().with_resources(resources)
+
+
+@cache
+def _operations() -> list[Operation]:
+    operations = []
+    for name in SPECS:
+        for template, item in _spec(name)["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template.rstrip("/")) + "/?$")
+            for method, operation in item.items():
+                operations.append(
+                    Operation(name, template, pattern, method.upper(), operation["responses"])
+                )
+    return operations
+
+
+def _dialect(path: str) -> str:
+    return "anam" if path == "/v1" or path.startswith("/v1/") else "agents"
+
+
+def _resolve(spec: str, node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        pointer = node["$ref"].removeprefix("#/").split("/")
+        target: Any = _spec(spec)
+        for part in pointer:
+            target = target[part]
+        node = target
+    return node
+
+
+def _validate(spec: str, schema_ref: str, body: Any, context: str) -> None:
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": f"urn:{spec}{schema_ref}"},
+        registry=_registry(),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
+    errors = sorted(validator.iter_errors(body), key=lambda error: list(error.path))
+    if errors:
+        details = "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"{context} does not match {SPECS[spec]}: {details}")
+
+
+def check_response(response: httpx.Response) -> None:
+    request = response.request
+    path = request.url.path
+    context = f"{request.method} {path} -> {response.status_code}"
+    if path in OUTSIDE_THE_DIALECTS:
+        return
+    matching = [
+        operation
+        for operation in _operations()
+        if operation.method == request.method and operation.pattern.match(path)
+    ]
+    if not matching:
+        if response.status_code < 400:
+            raise AssertionError(f"{context}: the operation is not in any spec under openapi/")
+        spec = _dialect(path)
+        _validate(spec, ERROR_SCHEMAS[spec], response.json(), context)
+        return
+    # The most specific template wins (/v1/sessions/{id} over nothing, literal over variable).
+    operation = max(matching, key=lambda op: (op.template.count("/"), -op.template.count("{")))
+    documented = operation.responses.get(str(response.status_code))
+    if documented is None:
+        raise AssertionError(f"{context}: status not documented in {SPECS[operation.spec]}")
+    content = _resolve(operation.spec, documented).get("content")
+    if content is None:
+        assert not response.content, f"{context}: documented without a body"
+        return
+    assert response.headers["content-type"].startswith("application/json"), context
+    schema = content["application/json"]["schema"]
+    pointer = schema.get("$ref")
+    if pointer is None:
+        raise AssertionError(f"{context}: inline schemas are not supported here; name it")
+    _validate(operation.spec, pointer, response.json(), context)
+
+
+async def validate_response_hook(response: httpx.Response) -> None:
+    await response.aread()
+    check_response(response)

@@ -1,0 +1,62 @@
+"""The contracts in openapi/: generated models and the service's own document must not drift."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from transcripts.app import openapi_document
+
+ROOT = Path(__file__).resolve().parents[1]
+ERROR_SCHEMA = {"/v1/": "#/components/schemas/Error", "/api/": "#/components/schemas/ErrorEnvelope"}
+
+
+def test_service_json_matches_the_app() -> None:
+    committed = json.loads((ROOT / "openapi" / "service.json").read_text())
+    assert committed == openapi_document(), "openapi/service.json drifted: run `make openapi`"
+
+
+async def test_served_document_is_the_same(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json")
+    assert response.json() == openapi_document()
+
+
+def test_no_422_and_every_error_in_its_dialects_body() -> None:
+    document = openapi_document()
+    assert "422" not in json.dumps(document["paths"])
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        expected = next(ref for prefix, ref in ERROR_SCHEMA.items() if path.startswith(prefix))
+        for method, operation in item.items():
+            statuses = set(operation["responses"])
+            assert {"400", "401", "500", "503"} <= statuses, (method, path)
+            if "{" in path:
+                assert "404" in statuses, (method, path)
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": expected}, (method, path, status)
+            assert operation["security"] == [{"ApiKeyAuth": []}, {"BearerAuth": []}] or operation[
+                "security"
+            ] == [{"BearerAuth": []}, {"ApiKeyAuth": []}]
+
+
+@pytest.mark.parametrize("profile", ["agents", "anam"])
+def test_generated_models_match_their_specs(profile: str) -> None:
+    # --check regenerates in memory and diffs against the committed file.
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("datamodel-codegen")), "--profile", profile, "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, (
+        f"src/transcripts/generated/{profile}.py drifted from openapi/{profile}.yaml"
+        f" (run `make generate`):\n{result.stdout}{result.stderr}"
+    )
