@@ -31,6 +31,10 @@ from transcripts.settings import Settings
 
 # Signing must never reach for the EC2 metadata endpoint from a test machine.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# A developer's own configuration must not leak into the suite.
+for _name in [name for name in os.environ if name.startswith("TRANSCRIPTS_")]:
+    if not _name.startswith("TRANSCRIPTS_TEST_"):
+        del os.environ[_name]
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -129,6 +133,7 @@ def keys() -> Keys:
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
+        "_env_file": None,
         "database_url": database_url,
         "environment": "development",
         "jwt_secret": TEST_JWT_SECRET,

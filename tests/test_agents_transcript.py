@@ -243,7 +243,13 @@ async def test_unknown_path_and_method_answer_in_the_envelope(
     }
     response = await client.delete(PATHS[0].format(uuid.uuid4()))
     assert response.status_code == 405
-    assert response.json()["success"] is False
+    assert response.headers["allow"] == "GET"
+    assert response.json() == {
+        "success": False,
+        "message": "Method not allowed.",
+        "data": None,
+        "errors": {"detail": ["Method not allowed."]},
+    }
 
 
 async def _user(factory: Factory, user_id: int):  # type: ignore[no-untyped-def]

@@ -63,4 +63,43 @@ async def test_unexpected_error_is_500_without_internals(
         "errors": {"detail": ["The server could not complete the request."]},
     }
     assert "hunter2" not in response.text
-    assert key not in caplog.text
+    assert "unhandled RuntimeError" in caplog.text  # the operator still learns what broke
+
+
+async def test_pool_recovers_after_the_database_drops_every_connection(
+    postgresql_url: str, keys: object
+) -> None:
+    """A PostgreSQL restart (here: every backend of the service terminated) costs no 503."""
+    import asyncio
+
+    import asyncpg
+
+    from tests.factories import Factory, turns
+
+    settings = make_settings(postgresql_url, db_pool_size=4, db_max_overflow=0)
+    async for app in running_app(settings):
+        factory = Factory(app.state.database, settings)
+        owner = await factory.user()
+        session = await factory.session(await factory.character(owner), turns=turns(("user", "hi")))
+        _, key = await factory.api_key(owner)
+        path = TRANSCRIPT.format(session.session_id)
+        async with asgi_client(app) as client:
+            warm = await asyncio.gather(
+                *(client.get(path, headers={"X-API-Key": key}) for _ in range(8))
+            )
+            assert {response.status_code for response in warm} == {200}
+
+            admin = await asyncpg.connect(postgresql_url.replace("+asyncpg", ""))
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'transcripts' AND datname = current_database()"
+                )
+            finally:
+                await admin.close()
+            assert killed >= 1
+
+            statuses = [
+                (await client.get(path, headers={"X-API-Key": key})).status_code for _ in range(8)
+            ]
+            assert statuses == [200] * 8

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
-from transcripts.db.engine import Database, is_disconnect
+from transcripts.db.engine import Database, is_unavailable
 from transcripts.db.repository import ApiKeyUsage, Repository
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.agents.routes import router as agents_router
@@ -104,10 +104,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             error = TranscriptsError(str(exc.detail))
             error.status_code = exc.status_code
-        return _render(request, error)
+        response = _render(request, error)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     async def database_error(request: Request, exc: Exception) -> Response:
-        if is_disconnect(exc):
+        # Statements run through SQLAlchemy (the write side, listings) land here.
+        if is_unavailable(exc):
             logger.warning("database unreachable: %s", type(exc).__name__)
             return _render(request, ServiceUnavailable())
         return await unexpected_error(request, exc)

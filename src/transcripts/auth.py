@@ -114,11 +114,15 @@ class TokenVerifier:
 def _user_id(claims: dict[str, Any]) -> int:
     # SimpleJWT puts the id in user_id; other issuers in the standard sub (a string).
     raw = claims.get("user_id", claims.get("sub"))
+    user_id: int | None = None
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 19:
-        return int(raw)
-    raise NotAuthenticated("Invalid token.")
+        user_id = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 20:
+        user_id = int(raw)
+    # Ids are BIGINT: anything outside could only fail deeper down, as a 500.
+    if user_id is None or not 1 <= user_id < 2**63:
+        raise NotAuthenticated("Invalid token.")
+    return user_id
 
 
 def mint_access_token(settings: Settings, user_id: int, ttl_seconds: int = 3600) -> str:

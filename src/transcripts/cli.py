@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from transcripts import service
 from transcripts.auth import mint_access_token
@@ -251,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (TranscriptsError, ValueError) as exc:
         print(f"transcripts: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        print(f"transcripts: database error: {cause}".splitlines()[0], file=sys.stderr)
         return 1
 
 

@@ -1,16 +1,19 @@
 """The database handle: SQLAlchemy owns the engine, the pool and the schema.
 
 The transcript read borrows the driver connection (asyncpg or aiosqlite) from SQLAlchemy's
-pool, so the hot path pays for neither the ORM nor the Core result machinery.
+pool, so the hot path pays for neither the ORM nor the Core result machinery. Because that
+read bypasses SQLAlchemy's execution layer, it also takes over what that layer does when the
+database goes away: invalidating the pool, so the service recovers by itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import asyncpg
 import orjson
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -26,42 +29,46 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from transcripts.errors import ServiceUnavailable
 from transcripts.settings import Settings
 
-__all__ = ["Database", "is_disconnect"]
+__all__ = ["Database", "is_unavailable"]
 
 logger = logging.getLogger(__name__)
+
+# The connection is gone: every pooled connection of its generation is suspect.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+)
+# The database is there but cannot answer now (statement timeout, SQLite's write lock).
+BUSY: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    asyncpg.QueryCanceledError,
+    sqlite3.OperationalError,
+)
 
 
 def _json_serializer(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _driver_disconnect_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
-    try:
-        import asyncpg
-
-        errors += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError]
-    except ImportError:  # pragma: no cover - asyncpg is a hard dependency
-        pass
-    return tuple(errors)
-
-
-DRIVER_DISCONNECT_ERRORS = _driver_disconnect_errors()
-
-
-def is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, PoolTimeout):
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a failure means "the database cannot be reached or cannot answer now"."""
+    if isinstance(exc, PoolTimeout | ServiceUnavailable):
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, DRIVER_DISCONNECT_ERRORS)
+    return isinstance(exc, CONNECTION_LOST + BUSY)
 
 
 class Database:
     def __init__(self, settings: Settings) -> None:
         self.backend: Literal["postgresql", "sqlite"] = settings.database_backend
         self.engine: AsyncEngine = create_async_engine(
-            settings.database_url, json_serializer=_json_serializer, **_engine_options(settings)
+            settings.database_url,
+            json_serializer=_json_serializer,
+            # Bound parameters can be API key hashes or transcript text: keep them out of errors.
+            hide_parameters=True,
+            **_engine_options(settings),
         )
         if self.backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
@@ -70,26 +77,53 @@ class Database:
     def session(self) -> AsyncSession:
         return self.sessionmaker()
 
-    @asynccontextmanager
-    async def driver_connection(self) -> AsyncIterator[Any]:
-        """Yield the raw asyncpg/aiosqlite connection of a pooled SQLAlchemy connection.
+    async def fetch_row(
+        self, sql: str, postgres_args: Sequence[Any], sqlite_params: Mapping[str, Any]
+    ) -> Sequence[Any] | None:
+        """One read-only statement on a pooled driver connection.
 
-        A connection that fails mid-query is invalidated, so the pool replaces it and the
-        service recovers by itself when the database comes back.
+        A lost connection invalidates the pool's generation (as SQLAlchemy does for the
+        statements it runs) and the read is tried once more on a fresh connection: a
+        database restart costs one retry, not one 503 per stale pooled connection.
         """
+        for attempt in (1, 2):
+            try:
+                async with self.engine.connect() as connection:
+                    pooled = await connection.get_raw_connection()
+                    try:
+                        return await self._fetch_row(
+                            pooled.driver_connection, sql, postgres_args, sqlite_params
+                        )
+                    except CONNECTION_LOST as exc:
+                        self.engine.pool._invalidate(pooled, exc)  # the whole generation
+                        if attempt == 2:
+                            raise
+                        logger.warning(
+                            "database connection lost (%s); retrying once", type(exc).__name__
+                        )
+            except Exception as exc:
+                if is_unavailable(exc):
+                    logger.warning("database unavailable: %s", type(exc).__name__)
+                    raise ServiceUnavailable() from exc
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch_row(
+        self,
+        driver: Any,
+        sql: str,
+        postgres_args: Sequence[Any],
+        sqlite_params: Mapping[str, Any],
+    ) -> Sequence[Any] | None:
+        if self.backend == "postgresql":
+            row: Sequence[Any] | None = await driver.fetchrow(sql, *postgres_args)
+            return row
+        cursor = await driver.execute(sql, sqlite_params)
         try:
-            async with self.engine.connect() as connection:
-                raw = await connection.get_raw_connection()
-                try:
-                    yield raw.driver_connection
-                except DRIVER_DISCONNECT_ERRORS as exc:
-                    await connection.invalidate(exc)
-                    raise
-        except Exception as exc:
-            if is_disconnect(exc):
-                logger.warning("database unreachable: %s", type(exc).__name__)
-                raise ServiceUnavailable() from exc
-            raise
+            fetched: Sequence[Any] | None = await cursor.fetchone()
+            return fetched
+        finally:
+            await cursor.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -98,16 +132,19 @@ class Database:
 def _engine_options(settings: Settings) -> dict[str, Any]:
     if settings.database_backend == "sqlite":
         return {"connect_args": {"timeout": settings.db_pool_timeout_seconds}}
+    statement_timeout = settings.db_statement_timeout_seconds
     return {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_seconds,
         "connect_args": {
             "timeout": settings.db_connect_timeout_seconds,
-            "command_timeout": settings.db_statement_timeout_seconds,
+            # The server's statement_timeout fires first and leaves the connection usable;
+            # the client-side limit only catches a server that stopped answering at all.
+            "command_timeout": statement_timeout + 5,
             "server_settings": {
                 "application_name": "transcripts",
-                "statement_timeout": str(int(settings.db_statement_timeout_seconds * 1000)),
+                "statement_timeout": str(int(statement_timeout * 1000)),
             },
         },
     }

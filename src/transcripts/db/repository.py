@@ -180,12 +180,22 @@ def _session_record(values: Sequence[Any], turns: Turns | None) -> SessionRecord
     return SessionRecord(**dict(zip(_SESSION_FIELDS, values, strict=True)), turns=turns)
 
 
+def _ordered(turns: Turns) -> Turns:
+    """Aggregates over an ordered subquery keep its order in practice, but SQL does not
+    promise it; checking costs one C-speed pass over the indexes."""
+    indexes = turns.turn_index
+    if indexes == sorted(indexes):
+        return turns
+    order = sorted(range(len(indexes)), key=indexes.__getitem__)
+    return Turns._make([column[position] for position in order] for column in turns)
+
+
 def _postgres_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
     session = row[_CALLER_COLUMNS:_TURNS_OFFSET]
     if not with_turns:
         return _session_record(session, None)
     turns = row[_TURNS_OFFSET:]
-    return _session_record(session, Turns.empty() if turns[0] is None else Turns(*turns))
+    return _session_record(session, Turns.empty() if turns[0] is None else _ordered(Turns(*turns)))
 
 
 def _sqlite_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
@@ -212,7 +222,7 @@ def _sqlite_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
         ],
         was_interrupted=[bool(value) for value in columns["was_interrupted"]],
     )
-    return _session_record(session, turns)
+    return _session_record(session, _ordered(turns))
 
 
 class ApiKeyUsage:
@@ -276,15 +286,9 @@ class Repository:
         kind, value = _credential_kind_and_value(credentials)
         backend = self._database.backend
         sql = SESSION_SQL[backend, kind, with_turns]
-        async with self._database.driver_connection() as connection:
-            if backend == "postgresql":
-                row = await connection.fetchrow(sql, value, session_id)
-            else:
-                cursor = await connection.execute(
-                    sql, {"caller": value, "session_id": session_id.hex}
-                )
-                row = await cursor.fetchone()
-                await cursor.close()
+        row = await self._database.fetch_row(
+            sql, (value, session_id), {"caller": value, "session_id": session_id.hex}
+        )
         if row is None:
             raise NotAuthenticated("Invalid or inactive credentials.")
         self._key_usage.seen(row[3], _as_datetime(row[4]))
