@@ -29,11 +29,12 @@ run: $(VENV)/.synced
 test: $(VENV)/.synced
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-## lint: ruff, formatting, mypy
+## lint: ruff, formatting, mypy, hadolint (the Dockerfile is linted here, built elsewhere)
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check src tests migrations bench
 	$(VENV)/bin/ruff format --check src tests migrations bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/hadolint Dockerfile
 
 format: $(VENV)/.synced
 	$(VENV)/bin/ruff check --fix src tests migrations bench

@@ -100,12 +100,21 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.getfixturevalue(f"{request.param}_url")
+def migrate(url: str) -> str:
     with ThreadPoolExecutor(max_workers=1) as executor:
         executor.submit(upgrade_to_head, url).result()
     return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    return migrate(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture(scope="session")
+def migrated_postgresql_url(postgresql_url: str) -> str:
+    """For the few tests that are about PostgreSQL itself (its processes, its locks)."""
+    return migrate(postgresql_url)
 
 
 @pytest.fixture(scope="session")

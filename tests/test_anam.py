@@ -14,6 +14,8 @@ from tests.test_agents_transcript import seed_example
 from transcripts import service
 from transcripts.db.tables import Character, User
 
+# Request ids differ per request by design; pin one to compare whole header sets.
+SAME_REQUEST_ID = {"X-Request-ID": "compare-me"}
 NOT_FOUND = {"statusCode": 404, "error": "Not Found", "message": "Session not found"}
 PATHS = ["/v1/sessions/{}/transcript", "/v1/sessions/{}", "/v1/sessions/{}/recording"]
 
@@ -298,12 +300,19 @@ async def test_not_owned_is_the_same_404_as_missing(
     _, key = await factory.api_key(intruder)
     for path in PATHS:
         answers = [
-            await client.get(path.format(session.session_id), headers={"X-API-Key": key}),
+            await client.get(
+                path.format(session.session_id), headers={"X-API-Key": key, **SAME_REQUEST_ID}
+            ),
             await client.get(
                 path.format(session.session_id),
-                headers={"Authorization": f"Bearer {factory.token(intruder.id)}"},
+                headers={
+                    "Authorization": f"Bearer {factory.token(intruder.id)}",
+                    **SAME_REQUEST_ID,
+                },
             ),
-            await client.get(path.format(uuid.uuid4()), headers={"X-API-Key": key}),
+            await client.get(
+                path.format(uuid.uuid4()), headers={"X-API-Key": key, **SAME_REQUEST_ID}
+            ),
         ]
         for answer in answers:
             assert answer.status_code == 404

@@ -81,13 +81,13 @@ async def test_not_owned_is_indistinguishable_from_missing(
     same_tenant = await factory.user(tenant=(await _tenant_slug(factory, owner)))
     other_tenant = await factory.user()
     answers = []
+    pinned = {"X-Request-ID": "compare-me"}  # ids differ per request by design
     for intruder in (same_tenant, other_tenant):
         _, key = await factory.api_key(intruder)
-        answers.append(await get(client, session, **{"X-API-Key": key}))
-        answers.append(
-            await get(client, session, Authorization=f"Bearer {factory.token(intruder.id)}")
-        )
-        answers.append(await get(client, uuid.uuid4(), **{"X-API-Key": key}))
+        token = factory.token(intruder.id)
+        answers.append(await get(client, session, **{"X-API-Key": key}, **pinned))
+        answers.append(await get(client, session, Authorization=f"Bearer {token}", **pinned))
+        answers.append(await get(client, uuid.uuid4(), **{"X-API-Key": key}, **pinned))
     for response in answers:
         assert response.status_code == 404
         assert response.content == answers[0].content

@@ -67,7 +67,7 @@ async def test_unexpected_error_is_500_without_internals(
 
 
 async def test_pool_recovers_after_the_database_drops_every_connection(
-    postgresql_url: str, keys: object
+    migrated_postgresql_url: str,
 ) -> None:
     """A PostgreSQL restart (here: every backend of the service terminated) costs no 503."""
     import asyncio
@@ -76,7 +76,7 @@ async def test_pool_recovers_after_the_database_drops_every_connection(
 
     from tests.factories import Factory, turns
 
-    settings = make_settings(postgresql_url, db_pool_size=4, db_max_overflow=0)
+    settings = make_settings(migrated_postgresql_url, db_pool_size=4, db_max_overflow=0)
     async for app in running_app(settings):
         factory = Factory(app.state.database, settings)
         owner = await factory.user()
@@ -89,7 +89,7 @@ async def test_pool_recovers_after_the_database_drops_every_connection(
             )
             assert {response.status_code for response in warm} == {200}
 
-            admin = await asyncpg.connect(postgresql_url.replace("+asyncpg", ""))
+            admin = await asyncpg.connect(migrated_postgresql_url.replace("+asyncpg", ""))
             try:
                 killed = await admin.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"

@@ -31,6 +31,8 @@ from transcripts.errors import (
     ServiceUnavailable,
     TranscriptsError,
 )
+from transcripts.observability import Metrics, ObservabilityMiddleware, PoolCollector
+from transcripts.operations import router as operations_router
 from transcripts.recordings import S3RecordingSigner
 from transcripts.settings import Settings
 from transcripts.validation import field_errors
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.database = database
             app.state.repository = Repository(database, key_usage)
             app.state.recording_signer = await S3RecordingSigner.open(settings, stack)
+            metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             yield
 
     app = FastAPI(
@@ -68,9 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token_verifier = token_verifier
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.include_router(operations_router)
     app.include_router(agents_router)
     app.include_router(anam_router)
     _install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, render_error=_render)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
 
@@ -113,11 +120,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if is_unavailable(exc):
             logger.warning("database unreachable: %s", type(exc).__name__)
             return _render(request, ServiceUnavailable())
-        return await unexpected_error(request, exc)
-
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        logger.error("unhandled %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
-        return _render(request, TranscriptsError())
+        raise exc  # unexpected: ObservabilityMiddleware logs it and answers 500
 
     handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
         TranscriptsError: domain_error,
@@ -125,7 +128,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         StarletteHTTPException: http_error,
         DBAPIError: database_error,
         PoolTimeout: database_error,
-        Exception: unexpected_error,
     }
     for exception_class, handler in handlers.items():
         app.add_exception_handler(exception_class, handler)

@@ -24,6 +24,7 @@ from transcripts.db.engine import Database
 from transcripts.db.tables import Tenant
 from transcripts.errors import TranscriptsError
 from transcripts.migrate import upgrade_to_head
+from transcripts.observability import LOGGING_CONFIG
 from transcripts.settings import Settings
 
 __all__ = ["main"]
@@ -63,7 +64,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         server_header=False,
+        access_log=False,  # the service writes its own, structured, one line per request
+        log_config=LOGGING_CONFIG,
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
@@ -168,7 +172,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines), flush=True)
     config = uvicorn.Config(
-        create_app(settings), host=args.host, port=args.port, server_header=False
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        server_header=False,
+        access_log=False,
+        log_config=LOGGING_CONFIG,
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
@@ -197,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*')",
+    )
     serve.add_argument(
         "--graceful-timeout",
         type=int,

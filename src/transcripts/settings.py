@@ -17,7 +17,8 @@ __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcripts.db"
 MIN_JWT_SECRET_BYTES = 32
 # Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
-PLACEHOLDER_SECRETS = frozenset({"changethis", "change-me", "secret", "demo", "insecure"})
+PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
+PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
 
 
 class Settings(BaseSettings):
@@ -54,7 +55,8 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
         if secret is None:
             return self
-        if secret.strip().lower() in PLACEHOLDER_SECRETS:
+        lowered = secret.strip().lower()
+        if lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKERS):
             raise ValueError("TRANSCRIPTS_JWT_SECRET is a placeholder value; set a random secret")
         if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ValueError(

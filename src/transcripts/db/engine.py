@@ -40,11 +40,7 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 # The database is there but cannot answer now (statement timeout, SQLite's write lock).
-BUSY: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    asyncpg.QueryCanceledError,
-    sqlite3.OperationalError,
-)
+BUSY: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError, sqlite3.OperationalError)
 
 
 def _json_serializer(value: Any) -> str:
@@ -57,7 +53,7 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, CONNECTION_LOST + BUSY)
+    return isinstance(exc, CONNECTION_LOST + BUSY)  # TimeoutError is an OSError
 
 
 class Database:
@@ -94,6 +90,11 @@ class Database:
                         return await self._fetch_row(
                             pooled.driver_connection, sql, postgres_args, sqlite_params
                         )
+                    except TimeoutError as exc:
+                        # No answer within the command timeout: the connection's state is
+                        # unknown, and a retry would only double the wait.
+                        await connection.invalidate(exc)
+                        raise
                     except CONNECTION_LOST as exc:
                         self.engine.pool._invalidate(pooled, exc)  # the whole generation
                         if attempt == 2:
@@ -125,6 +126,10 @@ class Database:
         finally:
             await cursor.close()
 
+    async def ping(self) -> None:
+        """Raise ServiceUnavailable unless the database answers a trivial statement."""
+        await self.fetch_row("SELECT 1", (), {})
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
@@ -141,7 +146,7 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
             "timeout": settings.db_connect_timeout_seconds,
             # The server's statement_timeout fires first and leaves the connection usable;
             # the client-side limit only catches a server that stopped answering at all.
-            "command_timeout": statement_timeout + 5,
+            "command_timeout": statement_timeout + 2,
             "server_settings": {
                 "application_name": "transcripts",
                 "statement_timeout": str(int(statement_timeout * 1000)),

@@ -1,0 +1,177 @@
+"""Request observability: one JSON log line and Prometheus samples per request.
+
+A single pure-ASGI middleware wraps the whole app (inside it, nothing else pays for this):
+it accepts or mints the request id, times the request, labels it by route template (never
+by raw path: ids stay out of labels and logs), and is the last line of defence for an
+unexpected exception, answered in the route's dialect.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.pool import QueuePool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from transcripts.errors import TranscriptsError
+
+__all__ = ["LOGGING_CONFIG", "Metrics", "ObservabilityMiddleware", "PoolCollector"]
+
+access_logger = logging.getLogger("transcripts.access")
+error_logger = logging.getLogger("transcripts")
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+UNMATCHED = "unmatched"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "transcripts_http_requests",
+            "HTTP requests, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "transcripts_http_request_duration_seconds",
+            "Time to answer, by route template and method.",
+            ["route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+
+class PoolCollector(Collector):
+    """Database pool gauges, read at scrape time from SQLAlchemy's pool."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool = self._pool()
+        if not isinstance(pool, QueuePool):
+            return
+        for name, documentation, value in (
+            ("size", "Connections the pool keeps.", pool.size()),
+            ("checked_out", "Connections in use.", pool.checkedout()),
+            ("checked_in", "Idle connections in the pool.", pool.checkedin()),
+            ("overflow", "Connections beyond the pool size.", max(pool.overflow(), 0)),
+        ):
+            yield GaugeMetricFamily(f"transcripts_db_pool_{name}", documentation, value=value)
+
+
+ErrorResponder = Callable[[Request, TranscriptsError], Any]
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, render_error: ErrorResponder) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.render_error = render_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        status = 500
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception as exc:
+            error_logger.error(
+                "unhandled %s", type(exc).__name__, exc_info=exc, extra={"request_id": request_id}
+            )
+            if response_started:
+                raise
+            response = self.render_error(Request(scope), TranscriptsError())
+            await response(scope, receive, send_with_request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            self.metrics.observe(route, scope["method"], status, elapsed)
+            access_logger.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    # Plain Starlette routes (the schema, the docs UI) have fixed paths and set no "route".
+    return str(scope["path"]) if "endpoint" in scope else UNMATCHED
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _SAFE_REQUEST_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+# For uvicorn's log_config: JSON lines on stderr; uvicorn's own access log is replaced by ours.
+LOGGING_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        }
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "transcripts": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        "alembic": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+    },
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+}
