@@ -25,8 +25,14 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 run: $(VENV)/.synced
 	$(VENV)/bin/transcripts demo
 
+# s3rver (Node) is the test S3 that refuses expired presigned URLs.
+S3RVER := tests/s3rver/node_modules/.bin/s3rver
+$(S3RVER): tests/s3rver/package.json tests/s3rver/package-lock.json
+	npm ci --prefix tests/s3rver --no-audit --no-fund --loglevel=error
+	@touch $@
+
 ## test: the whole suite, on SQLite and on PostgreSQL
-test: $(VENV)/.synced
+test: $(VENV)/.synced $(S3RVER)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## lint: ruff, formatting, mypy, hadolint (the Dockerfile is linted here, built elsewhere)

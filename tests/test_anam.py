@@ -371,6 +371,7 @@ async def test_recording_url_is_presigned(
     _, key = await factory.api_key(owner)
     settings = make_settings(
         database_url,
+        recordings_backend="s3",
         s3_endpoint_url="http://127.0.0.1:9",
         s3_region="eu-west-1",
         presign_ttl_seconds=600,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
+import wave
 from pathlib import Path
 
 import httpx
@@ -51,6 +54,26 @@ def test_demo_prints_curl_lines_that_answer_200(database_url: str, tmp_path: Pat
         assert first_key is not None
         url = second[0].split()[-1].strip("'")
         assert httpx.get(url, headers={"X-API-Key": first_key.group(0)}).status_code == 401
+
+
+def test_demo_recording_plays(database_url: str, tmp_path: Path) -> None:
+    with transcripts_process(
+        "demo", env={"TRANSCRIPTS_DATABASE_URL": database_url}, cwd=tmp_path
+    ) as server:
+        line = next(line for line in curl_lines(server.output) if line.endswith("/recording"))
+        status, body = paste(line)
+        assert status == 200
+        url = json.loads(body)["recordingUrl"]
+        assert url.startswith(f"{server.base_url}/recordings/demo-recordings/")
+        audio = httpx.get(url)
+        assert audio.status_code == 200
+        assert audio.headers["content-type"] == "audio/wav"
+        assert audio.content[:4] == b"RIFF"
+        assert audio.content[8:12] == b"WAVE"
+        with wave.open(io.BytesIO(audio.content)) as recording:
+            assert recording.getnframes() / recording.getframerate() >= 3  # a few real seconds
+        seek = httpx.get(url, headers={"Range": "bytes=44-1043"})  # what <audio> does to seek
+        assert (seek.status_code, seek.content) == (206, audio.content[44:1044])
 
 
 def test_long_demo_transcript(database_url: str, tmp_path: Path) -> None:

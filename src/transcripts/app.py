@@ -24,6 +24,7 @@ from transcripts.dialects.agents.routes import router as agents_router
 from transcripts.dialects.anam.errors import render_anam_error
 from transcripts.dialects.anam.routes import router as anam_router
 from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
+from transcripts.downloads import router as downloads_router
 from transcripts.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -33,7 +34,7 @@ from transcripts.errors import (
 )
 from transcripts.observability import Metrics, ObservabilityMiddleware, PoolCollector
 from transcripts.operations import router as operations_router
-from transcripts.recordings import S3RecordingSigner
+from transcripts.recordings import open_recording_store
 from transcripts.settings import Settings
 from transcripts.validation import field_errors
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(key_usage.drain)
             app.state.database = database
             app.state.repository = Repository(database, key_usage)
-            app.state.recording_signer = await S3RecordingSigner.open(settings, stack)
+            app.state.recording_store = await open_recording_store(settings, stack)
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             yield
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     app.include_router(operations_router)
+    app.include_router(downloads_router)
     app.include_router(agents_router)
     app.include_router(anam_router)
     _install_error_handlers(app)

@@ -12,6 +12,7 @@ import secrets
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -138,12 +139,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from transcripts.demo import seed_demo
 
     overrides: dict[str, Any] = {"environment": "demo"}
+    # Fresh secrets per run: tokens and links printed by an earlier run stop working.
     if settings.jwt_secret is None:
-        # A fresh secret per run: tokens printed by an earlier run stop working, as they should.
         overrides["jwt_secret"] = SecretStr(secrets.token_urlsafe(48))
+    if settings.recordings_signing_key is None:
+        overrides["recordings_signing_key"] = SecretStr(secrets.token_urlsafe(48))
     settings = settings.model_copy(update=overrides)
     upgrade_to_head(settings.database_url)
-    demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices))
+    demo = _run_in_transaction(
+        settings, lambda db: seed_demo(db, settings.prices, Path(settings.recordings_dir))
+    )
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
     base = f"http://{args.host}:{args.port}"
     example, long_session = demo.session_ids[0], demo.session_ids[1]
@@ -167,6 +172,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "# Anam dialect, the caller's sessions:",
         _curl(f"{base}/v1/sessions?perPage=10", *bearer_key),
         "",
+        "# The example call's recording: a link signed for an hour, which plays in a browser:",
+        _curl(f"{base}/v1/sessions/{example}/recording", *bearer_key),
         f"# API docs: {base}/docs",
         "",
     ]

@@ -6,9 +6,13 @@ reuses what the first one stored and only issues fresh credentials.
 
 from __future__ import annotations
 
+import io
+import math
 import random
+import wave
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import select
@@ -62,6 +66,39 @@ _USER_LINES = [
 ]
 
 
+DEMO_BUCKET = "demo-recordings"
+
+
+def synthesized_call(seconds: float = 4.0, rate: int = 16_000) -> bytes:
+    """A short WAV made here (a rising chime, then a two-tone 'voice'), so the demo's
+    recording plays in a browser without downloading anything."""
+    frames = bytearray()
+    for n in range(int(seconds * rate)):
+        t = n / rate
+        pitch = (
+            440 * 2 ** (int(t * 4) % 5 / 12)
+            if t < 1.5
+            else 220 + 30 * math.sin(2 * math.pi * 3 * t)
+        )
+        envelope = min(1.0, 20 * (t % 0.25)) * 0.4
+        sample = int(32767 * envelope * math.sin(2 * math.pi * pitch * t))
+        frames += sample.to_bytes(2, "little", signed=True)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(frames))
+    return buffer.getvalue()
+
+
+def ensure_recording(recordings_dir: Path, session_id: object) -> None:
+    recording = recordings_dir / DEMO_BUCKET / f"{session_id}.wav"
+    if not recording.is_file():
+        recording.parent.mkdir(parents=True, exist_ok=True)
+        recording.write_bytes(synthesized_call())
+
+
 @dataclass(frozen=True)
 class DemoData:
     user_id: int
@@ -93,7 +130,7 @@ def long_transcript(turn_count: int, seed: int = 7) -> list[service.NewTurn]:
     return turns
 
 
-async def seed_demo(db: AsyncSession, prices: PriceTable) -> DemoData:
+async def seed_demo(db: AsyncSession, prices: PriceTable, recordings_dir: Path) -> DemoData:
     user = await db.scalar(select(User).where(User.email == DEMO_EMAIL))
     if user is None:
         user = await service.create_user(db, DEMO_EMAIL, tenant_slug="acme")
@@ -104,7 +141,7 @@ async def seed_demo(db: AsyncSession, prices: PriceTable) -> DemoData:
             name="Support Bot",
             allowed_origins=["http://127.0.0.1:8000", "http://localhost:8000"],
         )
-        await _seed_sessions(db, character, user, prices)
+        await _seed_sessions(db, character, user, prices, recordings_dir)
     # Keys are shown once, so each run issues a new one and retires the last run's.
     for old_key in await db.scalars(
         select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.name == DEMO_KEY_NAME)
@@ -120,6 +157,8 @@ async def seed_demo(db: AsyncSession, prices: PriceTable) -> DemoData:
             .order_by(Session.id)
         )
     ]
+    # Recordings live beside the database, not in it: put the example's back if it went away.
+    ensure_recording(recordings_dir, session_ids[0])
     return DemoData(
         user_id=user.id,
         character_slug="support-bot",
@@ -129,7 +168,7 @@ async def seed_demo(db: AsyncSession, prices: PriceTable) -> DemoData:
 
 
 async def _seed_sessions(
-    db: AsyncSession, character: Character, user: User, prices: PriceTable
+    db: AsyncSession, character: Character, user: User, prices: PriceTable, recordings_dir: Path
 ) -> None:
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     example = await service.start_session(
@@ -156,6 +195,8 @@ async def _seed_sessions(
             for index, (role, text) in enumerate(SEED_EXAMPLE_TURNS)
         ],
     )
+    # The worker uploads the call recording, then registers it at finalize.
+    ensure_recording(recordings_dir, example.session_id)
     await service.finalize_session(
         db,
         example,
@@ -171,6 +212,7 @@ async def _seed_sessions(
         ),
         prices,
         ended_at=started + timedelta(seconds=184.7),
+        recording_url=f"s3://{DEMO_BUCKET}/{example.session_id}.wav",
     )
 
     long_started = started + timedelta(minutes=30)

@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 from transcripts.auth import CredentialsDep
 from transcripts.db.repository import Repository
 from transcripts.domain import Caller
-from transcripts.recordings import RecordingSigner
+from transcripts.recordings import RecordingStore
 
-__all__ = ["CallerDep", "RecordingSignerDep", "RepositoryDep"]
+__all__ = ["CallerDep", "RecordingStoreDep", "RepositoryDep"]
 
 
 async def get_repository(request: Request) -> Repository:
@@ -29,9 +29,9 @@ async def get_caller(credentials: CredentialsDep, repository: RepositoryDep) -> 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_recording_signer(request: Request) -> RecordingSigner:
-    signer: RecordingSigner = request.app.state.recording_signer
-    return signer
+async def get_recording_store(request: Request) -> RecordingStore:
+    store: RecordingStore = request.app.state.recording_store
+    return store
 
 
-RecordingSignerDep = Annotated[RecordingSigner, Depends(get_recording_signer)]
+RecordingStoreDep = Annotated[RecordingStore, Depends(get_recording_store)]

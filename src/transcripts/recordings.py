@@ -1,28 +1,53 @@
-"""Recordings: a private ``s3://bucket/key`` is turned into a time-limited link on every read.
+"""Recordings: a private ``s3://bucket/key`` becomes a time-limited link on every read.
 
-Signing is local computation (SigV4 over the request), so a read never calls S3 and an
-unreachable endpoint cannot slow it down. The link is never stored.
+Two stores behind one interface:
+
+- ``S3RecordingStore``: AWS S3, MinIO or any S3 endpoint, through aioboto3. Presigning is
+  local computation (SigV4), so a read never calls S3 and an unreachable endpoint cannot slow
+  it down. Credentials come from the standard AWS chain.
+- ``LocalRecordingStore``: the embedded default. ``s3://bucket/key`` lives at
+  ``<RECORDINGS_DIR>/bucket/key`` and the service itself serves it through HMAC-signed,
+  expiring links that honour ``Range`` (so an ``<audio>`` element can seek).
+
+Links are never stored. ``check`` runs once, when a recording is registered, to settle its
+status; reads never look at the object.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import time
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
+from transcripts.db.tables import RecordingStatus
 from transcripts.domain import SignedUrl
 from transcripts.settings import Settings
 
-__all__ = ["RecordingSigner", "S3RecordingSigner", "parse_s3_uri"]
+__all__ = [
+    "LocalRecordingStore",
+    "RecordingStore",
+    "S3RecordingStore",
+    "open_recording_store",
+    "parse_s3_uri",
+]
 
 logger = logging.getLogger(__name__)
 
+LOCAL_ROUTE = "/recordings"
 
-class RecordingSigner(Protocol):
-    async def sign(self, recording_url: str) -> SignedUrl | None:
+
+class RecordingStore(Protocol):
+    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
         """A fresh link for the recording, or None (logged) when it cannot be signed."""
+
+    async def check(self, recording_url: str) -> RecordingStatus:
+        """READY if the object is there, PENDING if not yet, FAILED if it never can be."""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str] | None:
@@ -33,45 +58,139 @@ def parse_s3_uri(uri: str) -> tuple[str, str] | None:
     return parts.netloc, key
 
 
-class S3RecordingSigner:
-    """Presigns GETs with aioboto3. Credentials come from the standard AWS chain."""
+def _expiry(ttl_seconds: int) -> int:
+    return int(time.time()) + ttl_seconds
+
+
+class S3RecordingStore:
+    """Presigns GETs with one aioboto3 client, made in the lifespan."""
 
     def __init__(self, client: Any, ttl_seconds: int) -> None:
         self._client = client
         self._ttl = ttl_seconds
 
     @classmethod
-    async def open(cls, settings: Settings, stack: AsyncExitStack) -> S3RecordingSigner:
+    async def open(cls, settings: Settings, stack: AsyncExitStack) -> S3RecordingStore:
         import aioboto3
         from botocore.config import Config
 
-        session = aioboto3.Session()
         client = await stack.enter_async_context(
-            session.client(
+            aioboto3.Session().client(
                 "s3",
                 endpoint_url=settings.s3_endpoint_url,
                 region_name=settings.s3_region,
-                # SigV4 (what AWS and MinIO require); path style works with any endpoint.
                 config=Config(
+                    # SigV4, which AWS and MinIO require (boto's default presigns SigV2).
                     signature_version="s3v4",
+                    # Path style works with any endpoint, including MinIO and local servers.
                     s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+                    # check() runs on the write path: fail fast rather than hold the worker.
+                    connect_timeout=3,
+                    read_timeout=5,
+                    retries={"max_attempts": 2, "mode": "standard"},
                 ),
             )
         )
         return cls(client, settings.presign_ttl_seconds)
 
-    async def sign(self, recording_url: str) -> SignedUrl | None:
+    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
         location = parse_s3_uri(recording_url)
         if location is None:
             logger.warning("recording URL is not an s3://bucket/key URI; not signed")
             return None
         bucket, key = location
-        expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=self._ttl)
+        expires = _expiry(self._ttl)
         try:
             url: str = await self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self._ttl
             )
-        except Exception as exc:  # NoCredentialsError and friends: the read still succeeds
+        except Exception as exc:  # NoCredentialsError and the like: the read still succeeds
             logger.warning("could not sign recording URL: %s", type(exc).__name__)
             return None
-        return SignedUrl(url=url, expires_at=expires_at)
+        return SignedUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
+
+    async def check(self, recording_url: str) -> RecordingStatus:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        location = parse_s3_uri(recording_url)
+        if location is None:
+            return RecordingStatus.FAILED
+        bucket, key = location
+        try:
+            await self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchKey", "NotFound"}:
+                return RecordingStatus.PENDING
+            logger.warning("recording cannot be read (%s); marked failed", code or "error")
+            return RecordingStatus.FAILED
+        except BotoCoreError as exc:
+            # Unreachable or no credentials: nothing is known yet; a later registration decides.
+            logger.warning("recording not checked: %s", type(exc).__name__)
+            return RecordingStatus.PENDING
+        return RecordingStatus.READY
+
+
+class LocalRecordingStore:
+    """Recordings in a directory, served by the service under ``/recordings``."""
+
+    def __init__(self, directory: Path, signing_key: bytes | None, ttl_seconds: int) -> None:
+        self.directory = directory.resolve()
+        self._key = signing_key
+        self._ttl = ttl_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalRecordingStore:
+        key = settings.recordings_signing_key
+        return cls(
+            Path(settings.recordings_dir),
+            key.get_secret_value().encode() if key else None,
+            settings.presign_ttl_seconds,
+        )
+
+    def path_for(self, bucket: str, key: str) -> Path | None:
+        """The file behind bucket/key, or None if the name would leave the directory."""
+        candidate = (self.directory / bucket / key).resolve()
+        if not candidate.is_relative_to(self.directory) or candidate == self.directory:
+            return None
+        return candidate
+
+    def _signature(self, bucket: str, key: str, expires: int) -> str:
+        assert self._key is not None
+        message = f"{bucket}\n{key}\n{expires}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
+        location = parse_s3_uri(recording_url)
+        if location is None:
+            logger.warning("recording URL is not an s3://bucket/key URI; not signed")
+            return None
+        if self._key is None:
+            logger.warning("TRANSCRIPTS_RECORDINGS_SIGNING_KEY is not set; recording not signed")
+            return None
+        bucket, key = location
+        expires = _expiry(self._ttl)
+        query = urlencode({"expires": expires, "signature": self._signature(bucket, key, expires)})
+        path = f"{LOCAL_ROUTE}/{quote(bucket, safe='')}/{quote(key)}"
+        return SignedUrl(
+            url=f"{base_url.rstrip('/')}{path}?{query}",
+            expires_at=datetime.fromtimestamp(expires, UTC),
+        )
+
+    def verify(self, bucket: str, key: str, expires: int, signature: str) -> bool:
+        if self._key is None or expires < time.time():
+            return False
+        return hmac.compare_digest(self._signature(bucket, key, expires), signature)
+
+    async def check(self, recording_url: str) -> RecordingStatus:
+        location = parse_s3_uri(recording_url)
+        path = self.path_for(*location) if location else None
+        if path is None:
+            return RecordingStatus.FAILED
+        return RecordingStatus.READY if path.is_file() else RecordingStatus.PENDING
+
+
+async def open_recording_store(settings: Settings, stack: AsyncExitStack) -> RecordingStore:
+    if settings.recordings_backend == "s3":
+        return await S3RecordingStore.open(settings, stack)
+    return LocalRecordingStore.from_settings(settings)

@@ -42,7 +42,12 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=0, ge=0)
 
-    # Recordings: S3 credentials come from the standard AWS chain, never from here.
+    # Recordings. "local" (the embedded default) keeps them in a directory and serves them
+    # through signed links; "s3" presigns against S3. S3 credentials come from the standard
+    # AWS chain, never from here.
+    recordings_backend: Literal["local", "s3"] = "local"
+    recordings_dir: str = "./recordings"
+    recordings_signing_key: SecretStr | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     presign_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from transcripts.auth import CredentialsDep
-from transcripts.dependencies import RecordingSignerDep, RepositoryDep
+from transcripts.dependencies import RecordingStoreDep, RepositoryDep
 from transcripts.dialects.agents.envelope import (
     ENVELOPE_ERROR_RESPONSES,
     envelope_response,
@@ -31,13 +31,18 @@ SECURITY: dict[str, Any] = {"security": [{"ApiKeyAuth": []}, {"BearerAuth": []}]
 
 
 async def get_session_transcript(
+    request: Request,
     session_id: SessionIdPath,
     credentials: CredentialsDep,
     repository: RepositoryDep,
-    signer: RecordingSignerDep,
+    recordings: RecordingStoreDep,
 ) -> Response:
     record = await repository.session(credentials, session_id)
-    recording = await signer.sign(record.recording_url) if record.recording_url else None
+    recording = (
+        await recordings.sign(record.recording_url, str(request.base_url))
+        if record.recording_url
+        else None
+    )
     return envelope_response(session_summary(record, recording))
 
 

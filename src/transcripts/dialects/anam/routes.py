@@ -6,11 +6,11 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from transcripts.auth import CredentialsDep
-from transcripts.dependencies import CallerDep, RecordingSignerDep, RepositoryDep
+from transcripts.dependencies import CallerDep, RecordingStoreDep, RepositoryDep
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
@@ -57,13 +57,18 @@ async def get_session(
 
 
 async def get_session_recording(
+    request: Request,
     session_id: SessionIdPath,
     credentials: CredentialsDep,
     repository: RepositoryDep,
-    signer: RecordingSignerDep,
+    recordings: RecordingStoreDep,
 ) -> Response:
     record = await repository.session(credentials, session_id, with_turns=False)
-    signed = await signer.sign(record.recording_url) if record.recording_url else None
+    signed = (
+        await recordings.sign(record.recording_url, str(request.base_url))
+        if record.recording_url
+        else None
+    )
     if signed is None:
         raise NotFound("Recording not found")
     return _json({"recordingUrl": signed.url})
