@@ -17,8 +17,9 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
-from transcripts.db.engine import Database, is_disconnect
+from transcripts.db.engine import DRIVER_DISCONNECT_ERRORS, Database, is_disconnect
 from transcripts.db.repository import ApiKeyUsage, Repository
+from transcripts.dialects.agents import lifecycle
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.agents.routes import router as agents_router
 from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.token_verifier = token_verifier
     app.include_router(agents_router)
+    app.include_router(lifecycle.router)
     _install_error_handlers(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
@@ -118,6 +120,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         StarletteHTTPException: http_error,
         DBAPIError: database_error,
         PoolTimeout: database_error,
+        # A refused connection surfaces from the driver unwrapped when SQLAlchemy connects.
+        **dict.fromkeys(DRIVER_DISCONNECT_ERRORS, database_error),
         Exception: unexpected_error,
     }
     for exception_class, handler in handlers.items():

@@ -35,8 +35,8 @@ def _json_serializer(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _driver_disconnect_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [OSError, TimeoutError, ConnectionError]
+def _driver_disconnect_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [OSError, TimeoutError, ConnectionError]
     try:
         import asyncpg
 

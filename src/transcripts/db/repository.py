@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import Select, Text, cast, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.engine import Database
+from transcripts.db.tables import Character, Session, Tenant, Turn
 from transcripts.domain import (
     ApiKeyCredentials,
     Caller,
@@ -31,7 +33,7 @@ from transcripts.domain import (
 )
 from transcripts.errors import NotAuthenticated, NotFound
 
-__all__ = ["ApiKeyUsage", "Repository"]
+__all__ = ["SESSION_NOT_FOUND", "ApiKeyUsage", "Repository", "load_session_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +187,102 @@ def _sqlite_record(row: Sequence[Any]) -> SessionRecord:
         was_interrupted=[bool(value) for value in columns["was_interrupted"]],
     )
     return _session_record(session, turns)
+
+
+# SessionRecord fields as Core columns, for the reads that build records off the hot path.
+_RECORD_COLUMNS = {
+    "id": Session.id,
+    "session_id": Session.session_id,
+    "tenant_slug": Tenant.slug,
+    "character_slug": Character.slug,
+    "character_name": Character.name,
+    "character_public_id": Character.public_id,
+    "user_id": Session.user_id,
+    "room_name": Session.room_name,
+    "origin_url": Session.origin_url,
+    # As stored, so the answer carries the JSON exactly as it was given.
+    "metadata_json": cast(Session.metadata_, Text),
+    "client_label": Session.client_label,
+    "transcripts_enabled": Session.transcripts_enabled,
+    "created_at": Session.created_at,
+    "updated_at": Session.updated_at,
+    "ended_at": Session.ended_at,
+    "finalized_at": Session.finalized_at,
+    "llm_input_tokens": Session.llm_input_tokens,
+    "llm_output_tokens": Session.llm_output_tokens,
+    "llm_model": Session.llm_model,
+    "llm_provider": Session.llm_provider,
+    "stt_audio_seconds": Session.stt_audio_seconds,
+    "stt_provider": Session.stt_provider,
+    "tts_characters": Session.tts_characters,
+    "tts_provider": Session.tts_provider,
+    "estimated_cost_micros": Session.estimated_cost_micros,
+    "recording_status": Session.recording_status,
+    "recording_url": Session.recording_url,
+}
+_SESSIONS_WITH_OWNERS = Session.__table__.join(
+    Character.__table__, Character.id == Session.character_id
+).join(Tenant.__table__, Tenant.id == Session.tenant_id)
+_TURN_COLUMNS = (
+    Turn.turn_index,
+    Turn.role,
+    Turn.text,
+    Turn.ts,
+    Turn.speaking_duration_seconds,
+    Turn.was_interrupted,
+)
+
+
+async def _session_records(
+    db: AsyncSession, statement: Select[*tuple[Any, ...]]
+) -> list[SessionRecord]:
+    """The sessions ``statement`` selects, with their transcripts: two statements in all."""
+    rows = (await db.execute(statement)).mappings().all()
+    turns = await _turns_of(db, [row["id"] for row in rows])
+    return [
+        SessionRecord(
+            **{
+                **row,
+                "session_id": str(row["session_id"]),
+                "character_public_id": str(row["character_public_id"]),
+                "recording_status": row["recording_status"].value,
+            },
+            turns=turns.get(row["id"]) or Turns.empty(),
+        )
+        for row in rows
+    ]
+
+
+async def _turns_of(db: AsyncSession, session_pks: Sequence[int]) -> dict[int, Turns]:
+    if not session_pks:
+        return {}
+    rows: dict[int, list[Sequence[Any]]] = {}
+    result = await db.execute(
+        select(Turn.session_pk, *_TURN_COLUMNS)
+        .where(Turn.session_pk.in_(session_pks))
+        .order_by(Turn.session_pk, Turn.turn_index)
+    )
+    for session_pk, *values in result:
+        rows.setdefault(session_pk, []).append(values)
+    # Row-wise to column-wise, the shape the domain holds a transcript in.
+    return {pk: Turns(*map(list, zip(*turns, strict=True))) for pk, turns in rows.items()}
+
+
+def _select_records() -> Select[*tuple[Any, ...]]:
+    return select(*(column.label(name) for name, column in _RECORD_COLUMNS.items())).select_from(
+        _SESSIONS_WITH_OWNERS
+    )
+
+
+async def load_session_record(db: AsyncSession, session_pk: int) -> SessionRecord:
+    """One session as it stands in ``db``'s transaction (a writer's answer, before commit).
+
+    The caller has already been checked against the session; this read is not scoped.
+    """
+    records = await _session_records(db, _select_records().where(Session.id == session_pk))
+    if not records:
+        raise NotFound(SESSION_NOT_FOUND)
+    return records[0]
 
 
 class ApiKeyUsage:
