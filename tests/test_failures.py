@@ -55,6 +55,7 @@ async def test_unreachable_database_is_503_on_the_write_path(
     requests = [
         ("POST", f"/api/agents/agent-session/{uuid.uuid4()}/turns/", {"X-API-Key": key}, []),
         ("POST", "/api/agents/agent-session/", {"Origin": "https://shop.example"}, {"agent": "x"}),
+        ("GET", "/api/billing/usage/", {"X-API-Key": key}, None),
     ]
     async for app in running_app(make_settings(unreachable_url, db_connect_timeout_seconds=2)):
         async with asgi_client(app) as client:

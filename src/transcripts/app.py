@@ -19,7 +19,7 @@ from transcripts import __version__
 from transcripts.auth import TokenVerifier
 from transcripts.db.engine import DRIVER_DISCONNECT_ERRORS, Database, is_disconnect
 from transcripts.db.repository import ApiKeyUsage, Repository
-from transcripts.dialects.agents import lifecycle
+from transcripts.dialects.agents import dashboard, lifecycle
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.agents.routes import router as agents_router
 from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = token_verifier
     app.include_router(agents_router)
     app.include_router(lifecycle.router)
+    app.include_router(dashboard.router)
     _install_error_handlers(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

@@ -150,6 +150,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         _curl(f"{base}/api/agents/agent-session/{example}/transcript/", "X-API-Key", demo.api_key),
         "# Enveloped dialect at Oshara's billing path, JWT (a 320-turn session):",
         _curl(f"{base}/api/billing/sessions/{long_session}/", "Authorization", f"Bearer {token}"),
+        "# Session History (totals and every session), API key:",
+        _curl(f"{base}/api/billing/usage/", "X-API-Key", demo.api_key),
         "",
         f"# API docs: {base}/docs",
         "",

@@ -4,6 +4,9 @@ The transcript read is the hot path: one statement resolves the caller (API key 
 user), applies the ownership rule and returns the session with its whole transcript,
 column-wise. It runs on the driver connection with hand-written SQL per backend, and
 decodes straight into the dialect-neutral ``SessionRecord``.
+
+The dashboard reads (Session History, API keys, form responses) are SQLAlchemy Core
+selects with a fixed number of statements per call, however many rows they return.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, Text, cast, select, text
+from sqlalchemy import ColumnElement, Select, Text, cast, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.engine import Database
-from transcripts.db.tables import Character, Session, Tenant, Turn
+from transcripts.db.tables import ApiKey, Character, FormResponse, Session, Tenant, Turn
 from transcripts.domain import (
     ApiKeyCredentials,
     Caller,
     Credentials,
+    HistoryFilter,
+    SessionHistoryPage,
     SessionRecord,
     Turns,
+    UsageTotals,
     UserCredentials,
 )
 from transcripts.errors import NotAuthenticated, NotFound
@@ -233,6 +239,11 @@ _TURN_COLUMNS = (
 )
 
 
+def _owned_by(caller: Caller) -> list[ColumnElement[bool]]:
+    """The ownership rule as SQL: staff see everything, others their own characters' rows."""
+    return [] if caller.is_staff else [Character.created_by_id == caller.user_id]
+
+
 async def _session_records(
     db: AsyncSession, statement: Select[*tuple[Any, ...]]
 ) -> list[SessionRecord]:
@@ -377,6 +388,90 @@ class Repository:
             tenant_id=row.tenant_id,
             api_key_id=row.api_key_id,
         )
+
+    async def session_history(
+        self, caller: Caller, history: HistoryFilter, *, page: int, page_size: int
+    ) -> SessionHistoryPage:
+        """Totals over every session the filter selects, and one page of them, newest first."""
+        conditions = _owned_by(caller)
+        if history.character_slug is not None:
+            conditions.append(Character.slug == history.character_slug)
+        if history.tenant_slug is not None:
+            conditions.append(Tenant.slug == history.tenant_slug)
+        if history.start is not None:
+            conditions.append(Session.created_at >= history.start)
+        if history.end is not None:
+            conditions.append(Session.created_at <= history.end)
+        offset = (page - 1) * page_size
+        async with self._database.session() as db:
+            sums = (
+                await db.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(Session.llm_input_tokens), 0),
+                        func.coalesce(func.sum(Session.llm_output_tokens), 0),
+                        func.coalesce(func.sum(Session.stt_audio_seconds), 0.0),
+                        func.coalesce(func.sum(Session.tts_characters), 0),
+                        func.coalesce(func.sum(Session.estimated_cost_micros), 0),
+                    )
+                    .select_from(_SESSIONS_WITH_OWNERS)
+                    .where(*conditions)
+                )
+            ).one()
+            totals = UsageTotals(
+                sessions=sums[0],
+                llm_input_tokens=int(sums[1]),
+                llm_output_tokens=int(sums[2]),
+                stt_audio_seconds=float(sums[3]),
+                tts_characters=int(sums[4]),
+                # PostgreSQL sums a bigint into a numeric.
+                estimated_cost_micros=int(sums[5]),
+            )
+            records = []
+            if offset < totals.sessions:
+                records = await _session_records(
+                    db,
+                    _select_records()
+                    .where(*conditions)
+                    .order_by(Session.created_at.desc(), Session.id.desc())
+                    .limit(page_size)
+                    .offset(offset),
+                )
+        return SessionHistoryPage(totals=totals, records=records, page=page, page_size=page_size)
+
+    async def api_keys(self, user_id: int) -> list[ApiKey]:
+        async with self._database.session() as db:
+            return list(
+                await db.scalars(
+                    select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+                )
+            )
+
+    async def form_responses(
+        self,
+        caller: Caller,
+        character_slug: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        form_id: str | None = None,
+    ) -> list[tuple[FormResponse, uuid.UUID]]:
+        """A character's form responses with their sessions' ids, oldest first.
+
+        Not the caller's character: no rows, exactly as for an unknown one.
+        """
+        statement = (
+            select(FormResponse, Session.session_id)
+            .join(Session, Session.id == FormResponse.session_pk)
+            .join(Character, Character.id == FormResponse.character_id)
+            .where(Character.slug == character_slug, *_owned_by(caller))
+            .order_by(FormResponse.created_at, FormResponse.id)
+        )
+        if session_id is not None:
+            statement = statement.where(Session.session_id == session_id)
+        if form_id is not None:
+            statement = statement.where(FormResponse.form_id == form_id)
+        async with self._database.session() as db:
+            return [(response, session) for response, session in await db.execute(statement)]
 
 
 def _as_datetime(value: datetime | str | None) -> datetime | None:
