@@ -15,6 +15,8 @@ from pydantic import ValidationError
 
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import SEED_USAGE, Factory, unique
+from tests.test_agents_transcript import NOT_FOUND as SESSION_NOT_FOUND
+from tests.test_agents_transcript import iso
 from transcripts.db.tables import User
 from transcripts.demo import SEED_EXAMPLE_TURNS
 from transcripts.pricing import LlmPrice, PriceTable
@@ -38,12 +40,6 @@ SEED_USAGE_BODY = {
     "tts_characters": SEED_USAGE.tts_characters,
     "tts_provider": SEED_USAGE.tts_provider,
 }
-SESSION_NOT_FOUND = {
-    "success": False,
-    "message": "Session not found.",
-    "data": None,
-    "errors": {"detail": ["Session not found."]},
-}
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -57,10 +53,6 @@ def failure(message: str, errors: dict[str, list[str]] | None = None) -> dict[st
         "data": None,
         "errors": errors or {"detail": [message]},
     }
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse(value: str) -> datetime:

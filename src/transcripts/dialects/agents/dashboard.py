@@ -177,8 +177,8 @@ add_slash_agnostic_route(
     summary="Revoke an API key",
     description="Deactivates one of the caller's keys; repeating it changes nothing.",
     tags=["API keys"],
-    responses={200: {"model": ApiKeyEnvelope}, **envelope_error_responses(413)},
-    **_WRITE,
+    responses={200: {"model": ApiKeyEnvelope}, **envelope_error_responses()},
+    **_READ,
 )
 add_slash_agnostic_route(
     router,

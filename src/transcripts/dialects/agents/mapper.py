@@ -64,7 +64,7 @@ def session_history(history: SessionHistoryPage) -> dict[str, Any]:
         "total_sessions": totals.sessions,
         "total_llm_input_tokens": totals.llm_input_tokens,
         "total_llm_output_tokens": totals.llm_output_tokens,
-        # A float sum carries noise in its last digits (92.3 + 0.1 ...); no usage is finer.
+        # Summing floats leaves noise in the last digits; no usage is measured finer than 1 ms.
         "total_stt_audio_seconds": round(totals.stt_audio_seconds, 3),
         "total_tts_characters": totals.tts_characters,
         "total_estimated_cost_usd": str(totals.estimated_cost_usd),
