@@ -175,6 +175,9 @@ def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.Asy
     return httpx.AsyncClient(
         transport=transport,
         base_url="http://testserver",
+        # One request id for the whole suite, so two answers compare equal headers and all;
+        # tests/test_observability.py checks minting with a client of its own.
+        headers={"X-Request-ID": "suite"},
         event_hooks={"response": [validate_response_hook]},
     )
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from transcripts import service
 from transcripts.db.engine import Database
-from transcripts.db.tables import Character, Session, User
+from transcripts.db.tables import Character, Session, Tenant, User
 from transcripts.pricing import Usage
 from transcripts.settings import Settings
 
@@ -57,6 +57,10 @@ class Factory:
                 tenant_slug=tenant or unique("tenant"),
                 is_staff=staff,
             )
+
+    async def tenant_slug(self, user: User) -> str:
+        async with self.database.sessionmaker() as db:
+            return await db.scalar(select(Tenant.slug).where(Tenant.id == user.tenant_id)) or ""
 
     async def deactivate(self, user: User) -> None:
         async with self.database.sessionmaker.begin() as db:

@@ -41,6 +41,24 @@ async def test_unreachable_database_is_503(unreachable_url: str, factory: Factor
                 assert response.json() == UNAVAILABLE
 
 
+async def test_unreachable_database_is_503_on_the_write_path(
+    unreachable_url: str, factory: Factory
+) -> None:
+    key_user = await factory.user()
+    _, key = await factory.api_key(key_user)
+    requests = [
+        ("POST", f"/api/agents/agent-session/{uuid.uuid4()}/turns/", {"X-API-Key": key}, []),
+        ("POST", "/api/agents/agent-session/", {"Origin": "https://shop.example"}, {"agent": "x"}),
+        ("GET", "/api/billing/usage/", {"X-API-Key": key}, None),
+    ]
+    async for app in running_app(make_settings(unreachable_url, db_connect_timeout_seconds=2)):
+        async with asgi_client(app) as client:
+            for method, path, headers, body in requests:
+                response = await client.request(method, path, headers=headers, json=body)
+                assert response.status_code == 503, path
+                assert response.json() == UNAVAILABLE, path
+
+
 async def test_unexpected_error_is_500_without_internals(
     app: FastAPI,
     factory: Factory,

@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory, turns
@@ -37,7 +38,13 @@ async def test_probes_and_metrics_are_not_in_the_schema(client: httpx.AsyncClien
     assert not {"/healthz", "/readyz", "/metrics"} & set(paths)
 
 
-async def test_request_id_is_echoed_or_minted(client: httpx.AsyncClient) -> None:
+async def test_request_id_is_echoed_or_minted(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        await _request_ids(client)
+
+
+async def _request_ids(client: httpx.AsyncClient) -> None:
     given = await client.get("/healthz", headers={"X-Request-ID": "lb-1234.abc"})
     assert given.headers["x-request-id"] == "lb-1234.abc"
     minted = await client.get("/healthz")

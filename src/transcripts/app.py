@@ -17,8 +17,9 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
-from transcripts.db.engine import Database, is_unavailable
+from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.repository import ApiKeyUsage, Repository
+from transcripts.dialects.agents import dashboard, lifecycle
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.agents.routes import router as agents_router
 from transcripts.dialects.anam.errors import render_anam_error
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations_router)
     app.include_router(downloads_router)
     app.include_router(agents_router)
+    app.include_router(lifecycle.router)
+    app.include_router(dashboard.router)
     app.include_router(anam_router)
     _install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, render_error=_render)
@@ -130,6 +133,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         StarletteHTTPException: http_error,
         DBAPIError: database_error,
         PoolTimeout: database_error,
+        # A refused connection surfaces from the driver unwrapped when SQLAlchemy connects.
+        **dict.fromkeys(CONNECTION_LOST, database_error),
     }
     for exception_class, handler in handlers.items():
         app.add_exception_handler(exception_class, handler)

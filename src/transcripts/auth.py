@@ -28,6 +28,7 @@ __all__ = [
     "GeneratedApiKey",
     "TokenVerifier",
     "generate_api_key",
+    "get_credentials",
     "hash_api_key",
     "mint_access_token",
 ]

@@ -165,6 +165,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         _curl(f"{base}/api/agents/agent-session/{example}/transcript/", *key),
         "# Enveloped dialect at Oshara's billing path, JWT (a 320-turn session):",
         _curl(f"{base}/api/billing/sessions/{long_session}/", *bearer_token),
+        "# Session History (totals and every session), API key:",
+        _curl(f"{base}/api/billing/usage/", *key),
         "# Anam dialect, API key as a Bearer token (as Anam clients send it):",
         _curl(f"{base}/v1/sessions/{example}/transcript", *bearer_key),
         "# Anam dialect, JWT:",

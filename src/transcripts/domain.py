@@ -15,14 +15,23 @@ __all__ = [
     "ApiKeyCredentials",
     "Caller",
     "Credentials",
+    "HistoryFilter",
+    "SessionHistoryPage",
     "SessionPage",
     "SessionRecord",
     "SignedUrl",
     "Turns",
+    "UsageTotals",
     "UserCredentials",
+    "usd_from_micros",
 ]
 
 COST_QUANTUM = Decimal("0.000001")
+
+
+def usd_from_micros(micros: int) -> Decimal:
+    """Costs are stored in millionths of a dollar; dollars always carry six places."""
+    return (Decimal(micros) * COST_QUANTUM).quantize(COST_QUANTUM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,43 @@ class SessionRecord:
 
     @property
     def estimated_cost_usd(self) -> Decimal:
-        return (Decimal(self.estimated_cost_micros) * COST_QUANTUM).quantize(COST_QUANTUM)
+        return usd_from_micros(self.estimated_cost_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Which sessions Session History covers; ``start`` and ``end`` are inclusive."""
+
+    character_slug: str | None = None
+    tenant_slug: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    sessions: int
+    llm_input_tokens: int
+    llm_output_tokens: int
+    stt_audio_seconds: float
+    tts_characters: int
+    estimated_cost_micros: int
+
+    @property
+    def estimated_cost_usd(self) -> Decimal:
+        return usd_from_micros(self.estimated_cost_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionHistoryPage:
+    totals: UsageTotals
+    records: list[SessionRecord]
+    page: int
+    page_size: int
+
+    @property
+    def total_pages(self) -> int:
+        return -(-self.totals.sessions // self.page_size)
 
 
 @dataclass(frozen=True, slots=True)

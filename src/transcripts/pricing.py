@@ -41,7 +41,9 @@ class PriceTable(BaseModel):
     tts: dict[str, TtsPrice] = Field(default_factory=dict)
 
 
-# List prices published by the providers (USD), as of 2026; override with TRANSCRIPTS_PRICES.
+# USD list prices from OpenAI's API price list (STT "openai" is whisper-1, TTS "openai" tts-1);
+# Chatterbox is an open-source model run in-house, with no per-character fee. README.md,
+# "Price table", documents the sources; TRANSCRIPTS_PRICES replaces the whole table.
 DEFAULT_PRICES = PriceTable(
     llm={
         "openai/gpt-4o-mini": LlmPrice(
@@ -86,9 +88,10 @@ def estimate_cost_micros(usage: Usage, prices: PriceTable) -> int:
         if stt is None:
             logger.warning("no STT price for %s", usage.stt_provider)
         else:
-            # str() first: the float 92.3 is not the decimal 92.3.
-            minutes = Decimal(str(usage.stt_audio_seconds)) / SECONDS_PER_MINUTE
-            total += minutes * stt.per_minute
+            # str() first: the float 92.3 is not the decimal 92.3. Multiplying before dividing
+            # keeps a cost that ends in an exact half exact, so it rounds up as it should.
+            seconds = Decimal(str(usage.stt_audio_seconds))
+            total += seconds * stt.per_minute / SECONDS_PER_MINUTE
     if usage.tts_characters:
         tts = prices.tts.get(usage.tts_provider or "")
         if tts is None:

@@ -1,7 +1,8 @@
 """The write side: characters, sessions, turns and finalize, as the voice worker drives them.
 
 Functions take an ``AsyncSession`` and never commit: the caller (a request, a CLI command,
-the demo) owns the transaction and commits once.
+the demo) owns the transaction and commits once. A failure raises, and the caller rolls
+the whole transaction back, so a refused request leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,27 +14,44 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.auth import GeneratedApiKey, generate_api_key
-from transcripts.db.tables import ApiKey, Character, RecordingStatus, Session, Tenant, Turn, User
-from transcripts.errors import BadRequest, Conflict, NotFound
+from transcripts.db.repository import SESSION_NOT_FOUND
+from transcripts.db.tables import (
+    ApiKey,
+    Character,
+    FormResponse,
+    RecordingStatus,
+    Session,
+    Tenant,
+    Turn,
+    User,
+)
+from transcripts.domain import Caller
+from transcripts.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
 
 __all__ = [
     "NewTurn",
     "append_turns",
+    "character_open_to",
     "create_api_key",
     "create_character",
     "create_user",
     "finalize_session",
     "get_or_create_tenant",
+    "record_form_response",
     "revoke_api_key",
+    "session_for_write",
     "start_session",
+    "turn_count",
 ]
+
+CHARACTER_NOT_FOUND = "Character not found."
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +137,34 @@ async def create_character(
     return character
 
 
+async def character_open_to(
+    db: AsyncSession, slug: str, *, caller: Caller | None, origin: str | None, field: str
+) -> Character:
+    """The active character ``slug``, if this requester may act for it (start a session,
+    submit a form).
+
+    With credentials the caller must own it (or be staff): anything else is the same 404 as
+    an unknown slug. Without, the request must come from a browser origin on the character's
+    ``allowed_origins`` (Oshara's widget). ``field`` names the slug in the request.
+    """
+    if caller is None and origin is None:
+        raise NotAuthenticated()
+    statement = select(Character).where(Character.slug == slug, Character.is_active)
+    if caller is not None and not caller.is_staff:
+        statement = statement.where(Character.created_by_id == caller.user_id)
+    character = await db.scalar(statement)
+    if character is None:
+        raise NotFound(CHARACTER_NOT_FOUND, {field: [CHARACTER_NOT_FOUND]})
+    if caller is None and not _origin_allowed(origin, character.allowed_origins):
+        raise Forbidden("This origin may not use this character.")
+    return character
+
+
+def _origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
+    # Scheme and host are case-insensitive; browsers send them lowercased, people may not.
+    return origin is not None and origin.lower() in {entry.lower() for entry in allowed_origins}
+
+
 async def start_session(
     db: AsyncSession,
     character: Character,
@@ -149,11 +195,44 @@ async def start_session(
     return session
 
 
+async def session_for_write(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> Session:
+    """The caller's session, locked until the transaction ends.
+
+    Appends and finalize of one session take this lock first, so they run one at a time:
+    an append waiting behind a finalize sees ``finalized_at`` once it gets the lock.
+    Not the caller's session: the same 404 as an unknown id.
+    """
+    if db.get_bind().dialect.name == "sqlite":
+        # SQLite has no row locks, and its driver begins a transaction only at the first
+        # write: a no-op write takes the database's write lock before the session is read.
+        await db.execute(
+            update(Session)
+            .where(Session.session_id == session_id)
+            .values(id=Session.id)
+            .execution_options(synchronize_session=False)
+        )
+    statement = (
+        select(Session)
+        .join(Character, Character.id == Session.character_id)
+        .where(Session.session_id == session_id)
+        .with_for_update(of=Session)
+        # The row as it is now, even if an older copy is in this session's identity map.
+        .execution_options(populate_existing=True)
+    )
+    if not caller.is_staff:
+        statement = statement.where(Character.created_by_id == caller.user_id)
+    session = await db.scalar(statement)
+    if session is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    return session
+
+
 async def append_turns(db: AsyncSession, session: Session, turns: Sequence[NewTurn]) -> int:
     """Store a batch of turns; returns how many were new.
 
     Idempotent on (session, turn_index): a retried turn is skipped, a different text for a
-    stored index is a conflict and the whole batch is refused.
+    stored index is a conflict and the whole batch is refused. ``session`` comes from
+    ``session_for_write`` (or was started in this transaction).
     """
     if session.finalized_at is not None:
         raise Conflict("The session is finalized; no more turns can be added.")
@@ -226,10 +305,18 @@ async def finalize_session(
     ended_at: datetime | None = None,
     recording_url: str | None = None,
 ) -> Session:
-    """Record usage and cost, once. A repeated finalize returns the stored result unchanged."""
+    """Record usage and cost, once. A repeated finalize returns the stored result unchanged.
+
+    ``session`` comes from ``session_for_write`` (or was started in this transaction).
+    """
     if session.finalized_at is not None:
         return session
     now = datetime.now(UTC)
+    if ended_at is not None and ended_at < session.created_at:
+        raise BadRequest(
+            "The session cannot end before it started.",
+            {"ended_at": ["Must not be before the session started."]},
+        )
     session.ended_at = ended_at or now
     session.finalized_at = now
     session.llm_input_tokens = usage.llm_input_tokens
@@ -250,3 +337,27 @@ async def finalize_session(
 
 async def turn_count(db: AsyncSession, session: Session) -> int:
     return await db.scalar(select(func.count()).where(Turn.session_pk == session.id)) or 0
+
+
+async def record_form_response(
+    db: AsyncSession,
+    character: Character,
+    session_id: uuid.UUID,
+    *,
+    form_id: str,
+    values: dict[str, Any],
+) -> FormResponse:
+    """Store a form a visitor filled in during one of ``character``'s sessions."""
+    session_pk = await db.scalar(
+        select(Session.id).where(
+            Session.session_id == session_id, Session.character_id == character.id
+        )
+    )
+    if session_pk is None:
+        raise NotFound(SESSION_NOT_FOUND, {"session_id": [SESSION_NOT_FOUND]})
+    response = FormResponse(
+        character_id=character.id, session_pk=session_pk, form_id=form_id, values=values
+    )
+    db.add(response)
+    await db.flush()
+    return response

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
     prices: PriceTable = DEFAULT_PRICES
 
+    # With all three set, a session start also answers a LiveKit access token and the URL.
+    livekit_url: str | None = None
+    livekit_api_key: str | None = None
+    livekit_api_secret: SecretStr | None = None
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
@@ -66,6 +71,16 @@ class Settings(BaseSettings):
         if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ValueError(
                 f"TRANSCRIPTS_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _livekit_all_or_nothing(self) -> Settings:
+        given = [self.livekit_url, self.livekit_api_key, self.livekit_api_secret]
+        if any(value is not None for value in given) and None in given:
+            raise ValueError(
+                "set all of TRANSCRIPTS_LIVEKIT_URL, TRANSCRIPTS_LIVEKIT_API_KEY and"
+                " TRANSCRIPTS_LIVEKIT_API_SECRET, or none of them"
             )
         return self
 

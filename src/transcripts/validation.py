@@ -22,7 +22,10 @@ def field_errors(errors: Sequence[Any]) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
     for error in errors:
         location = [str(part) for part in error.get("loc", ())]
-        if location and location[0] in _LOCATIONS:
+        if error.get("type") == "json_invalid":
+            # Its location is a character offset into the body, not a field.
+            field = "body"
+        elif location and location[0] in _LOCATIONS:
             field = ".".join(location[1:]) or location[0]
         else:
             field = ".".join(location) or "detail"

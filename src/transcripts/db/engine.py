@@ -34,13 +34,13 @@ __all__ = ["Database", "is_unavailable"]
 logger = logging.getLogger(__name__)
 
 # The connection is gone: every pooled connection of its generation is suspect.
-CONNECTION_LOST: tuple[type[BaseException], ...] = (
+CONNECTION_LOST: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
 )
 # The database is there but cannot answer now (statement timeout, SQLite's write lock).
-BUSY: tuple[type[BaseException], ...] = (asyncpg.QueryCanceledError, sqlite3.OperationalError)
+BUSY: tuple[type[Exception], ...] = (asyncpg.QueryCanceledError, sqlite3.OperationalError)
 
 
 def _json_serializer(value: Any) -> str:

@@ -4,6 +4,9 @@ The transcript read is the hot path: one statement resolves the caller (API key 
 user), applies the ownership rule and returns the session with its whole transcript,
 column-wise. It runs on the driver connection with hand-written SQL per backend, and
 decodes straight into the dialect-neutral ``SessionRecord``.
+
+The dashboard reads (Session History, API keys, form responses) are SQLAlchemy Core
+selects with a fixed number of statements per call, however many rows they return.
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import ColumnElement, Text, func, or_, select, text, type_coerce
+from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.engine import Database
-from transcripts.db.tables import Character, Tenant
-from transcripts.db.tables import Session as SessionRow
+from transcripts.db.tables import ApiKey, Character, FormResponse, Session, Tenant, Turn
 from transcripts.domain import (
     ApiKeyCredentials,
     Caller,
     Credentials,
+    HistoryFilter,
+    SessionHistoryPage,
     SessionPage,
     SessionRecord,
     Turns,
+    UsageTotals,
     UserCredentials,
 )
 from transcripts.errors import NotAuthenticated, NotFound
@@ -37,7 +43,7 @@ from transcripts.errors import NotAuthenticated, NotFound
 Backend = Literal["postgresql", "sqlite"]
 CredentialKind = Literal["key", "user"]
 
-__all__ = ["ApiKeyUsage", "Repository"]
+__all__ = ["SESSION_NOT_FOUND", "ApiKeyUsage", "Repository", "load_session_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +231,112 @@ def _sqlite_record(row: Sequence[Any], with_turns: bool) -> SessionRecord:
     return _session_record(session, _ordered(turns))
 
 
+# SessionRecord fields as Core columns, for the reads that build records off the hot path.
+_RECORD_COLUMNS = {
+    "id": Session.id,
+    "session_id": Session.session_id,
+    "tenant_slug": Tenant.slug,
+    "character_slug": Character.slug,
+    "character_name": Character.name,
+    "character_public_id": Character.public_id,
+    "user_id": Session.user_id,
+    "room_name": Session.room_name,
+    "origin_url": Session.origin_url,
+    # As stored, so the answer carries the JSON exactly as it was given.
+    "metadata_json": cast(Session.metadata_, Text),
+    "client_label": Session.client_label,
+    "transcripts_enabled": Session.transcripts_enabled,
+    "created_at": Session.created_at,
+    "updated_at": Session.updated_at,
+    "ended_at": Session.ended_at,
+    "finalized_at": Session.finalized_at,
+    "llm_input_tokens": Session.llm_input_tokens,
+    "llm_output_tokens": Session.llm_output_tokens,
+    "llm_model": Session.llm_model,
+    "llm_provider": Session.llm_provider,
+    "stt_audio_seconds": Session.stt_audio_seconds,
+    "stt_provider": Session.stt_provider,
+    "tts_characters": Session.tts_characters,
+    "tts_provider": Session.tts_provider,
+    "estimated_cost_micros": Session.estimated_cost_micros,
+    "recording_status": Session.recording_status,
+    "recording_url": Session.recording_url,
+}
+_SESSIONS_WITH_OWNERS = Session.__table__.join(
+    Character.__table__, Character.id == Session.character_id
+).join(Tenant.__table__, Tenant.id == Session.tenant_id)
+_TURN_COLUMNS = (
+    Turn.turn_index,
+    Turn.role,
+    Turn.text,
+    Turn.ts,
+    Turn.speaking_duration_seconds,
+    Turn.was_interrupted,
+)
+
+
+def _owned_by(caller: Caller) -> list[ColumnElement[bool]]:
+    """The ownership rule as SQL: staff see everything, others their own characters' rows."""
+    return [] if caller.is_staff else [Character.created_by_id == caller.user_id]
+
+
+async def _session_records(
+    db: AsyncSession, statement: Select[*tuple[Any, ...]], *, with_turns: bool = True
+) -> list[SessionRecord]:
+    """The sessions ``statement`` selects, with their transcripts: two statements in all."""
+    rows = (await db.execute(statement)).mappings().all()
+    # A session with transcripts disabled has no transcript to show, whatever was sent.
+    turns = (
+        await _turns_of(db, [row["id"] for row in rows if row["transcripts_enabled"]])
+        if with_turns
+        else {}
+    )
+    return [
+        SessionRecord(
+            **{
+                **row,
+                "session_id": str(row["session_id"]),
+                "character_public_id": str(row["character_public_id"]),
+                "recording_status": row["recording_status"].value,
+            },
+            turns=(turns.get(row["id"]) or Turns.empty()) if with_turns else None,
+        )
+        for row in rows
+    ]
+
+
+async def _turns_of(db: AsyncSession, session_pks: Sequence[int]) -> dict[int, Turns]:
+    if not session_pks:
+        return {}
+    rows: dict[int, list[Sequence[Any]]] = {}
+    result = await db.execute(
+        select(Turn.session_pk, *_TURN_COLUMNS)
+        .where(Turn.session_pk.in_(session_pks))
+        .order_by(Turn.session_pk, Turn.turn_index)
+    )
+    for session_pk, *values in result:
+        rows.setdefault(session_pk, []).append(values)
+    # Row-wise to column-wise, the shape the domain holds a transcript in.
+    return {pk: Turns(*map(list, zip(*turns, strict=True))) for pk, turns in rows.items()}
+
+
+def _select_records() -> Select[*tuple[Any, ...]]:
+    return select(*(column.label(name) for name, column in _RECORD_COLUMNS.items())).select_from(
+        _SESSIONS_WITH_OWNERS
+    )
+
+
+async def load_session_record(db: AsyncSession, session_pk: int) -> SessionRecord:
+    """One session as it stands in ``db``'s transaction (a writer's answer, before commit).
+
+    The caller has already been checked against the session; this read is not scoped.
+    """
+    records = await _session_records(db, _select_records().where(Session.id == session_pk))
+    if not records:
+        raise NotFound(SESSION_NOT_FOUND)
+    return records[0]
+
+
 class ApiKeyUsage:
     """Keeps ``api_keys.last_used_at`` roughly current without a write on every read.
 
@@ -308,33 +420,24 @@ class Repository:
         search: str | None = None,
     ) -> SessionPage:
         """A page of the caller's sessions, newest first, without transcripts."""
-        conditions: list[ColumnElement[bool]] = []
-        if not caller.is_staff:
-            conditions.append(Character.created_by_id == caller.user_id)
+        conditions = _owned_by(caller)
         if persona_id is not None:
             conditions.append(Character.public_id == persona_id)
         if search:
             conditions.append(_search_condition(search))
         async with self._database.session() as db:
             total = await db.scalar(
-                select(func.count())
-                .select_from(SessionRow)
-                .join(Character, Character.id == SessionRow.character_id)
-                .where(*conditions)
+                select(func.count()).select_from(_SESSIONS_WITH_OWNERS).where(*conditions)
             )
-            rows = await db.execute(
-                select(*_listing_columns())
-                .join(Character, Character.id == SessionRow.character_id)
-                .join(Tenant, Tenant.id == SessionRow.tenant_id)
+            records = await _session_records(
+                db,
+                _select_records()
                 .where(*conditions)
-                .order_by(SessionRow.created_at.desc(), SessionRow.id.desc())
+                .order_by(Session.created_at.desc(), Session.id.desc())
                 .limit(per_page)
-                .offset((page - 1) * per_page)
+                .offset((page - 1) * per_page),
+                with_turns=False,
             )
-            records = [
-                _session_record((*row[:1], str(row[1]), *row[2:5], str(row[5]), *row[6:]), None)
-                for row in rows
-            ]
         return SessionPage(records=records, total=total or 0)
 
     async def resolve_caller(self, credentials: Credentials) -> Caller:
@@ -351,45 +454,96 @@ class Repository:
             api_key_id=row.api_key_id,
         )
 
+    async def session_history(
+        self, caller: Caller, history: HistoryFilter, *, page: int, page_size: int
+    ) -> SessionHistoryPage:
+        """Totals over every session the filter selects, and one page of them, newest first."""
+        conditions = _owned_by(caller)
+        if history.character_slug is not None:
+            conditions.append(Character.slug == history.character_slug)
+        if history.tenant_slug is not None:
+            conditions.append(Tenant.slug == history.tenant_slug)
+        if history.start is not None:
+            conditions.append(Session.created_at >= history.start)
+        if history.end is not None:
+            conditions.append(Session.created_at <= history.end)
+        offset = (page - 1) * page_size
+        async with self._database.session() as db:
+            sums = (
+                await db.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(Session.llm_input_tokens), 0),
+                        func.coalesce(func.sum(Session.llm_output_tokens), 0),
+                        func.coalesce(func.sum(Session.stt_audio_seconds), 0.0),
+                        func.coalesce(func.sum(Session.tts_characters), 0),
+                        func.coalesce(func.sum(Session.estimated_cost_micros), 0),
+                    )
+                    .select_from(_SESSIONS_WITH_OWNERS)
+                    .where(*conditions)
+                )
+            ).one()
+            totals = UsageTotals(
+                sessions=sums[0],
+                llm_input_tokens=int(sums[1]),
+                llm_output_tokens=int(sums[2]),
+                stt_audio_seconds=float(sums[3]),
+                tts_characters=int(sums[4]),
+                # PostgreSQL sums a bigint into a numeric.
+                estimated_cost_micros=int(sums[5]),
+            )
+            records = []
+            if offset < totals.sessions:
+                records = await _session_records(
+                    db,
+                    _select_records()
+                    .where(*conditions)
+                    .order_by(Session.created_at.desc(), Session.id.desc())
+                    .limit(page_size)
+                    .offset(offset),
+                )
+        return SessionHistoryPage(totals=totals, records=records, page=page, page_size=page_size)
 
-def _listing_columns() -> list[Any]:
-    # The same columns, in the same order, as _SESSION_COLUMNS: both build a SessionRecord.
-    return [
-        SessionRow.id,
-        SessionRow.session_id,
-        Tenant.slug,
-        Character.slug,
-        Character.name,
-        Character.public_id,
-        SessionRow.user_id,
-        SessionRow.room_name,
-        SessionRow.origin_url,
-        type_coerce(SessionRow.metadata_, Text),
-        SessionRow.client_label,
-        SessionRow.transcripts_enabled,
-        SessionRow.created_at,
-        SessionRow.updated_at,
-        SessionRow.ended_at,
-        SessionRow.finalized_at,
-        SessionRow.llm_input_tokens,
-        SessionRow.llm_output_tokens,
-        SessionRow.llm_model,
-        SessionRow.llm_provider,
-        SessionRow.stt_audio_seconds,
-        SessionRow.stt_provider,
-        SessionRow.tts_characters,
-        SessionRow.tts_provider,
-        SessionRow.estimated_cost_micros,
-        SessionRow.recording_status,
-        SessionRow.recording_url,
-    ]
+    async def api_keys(self, user_id: int) -> list[ApiKey]:
+        async with self._database.session() as db:
+            return list(
+                await db.scalars(
+                    select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id)
+                )
+            )
+
+    async def form_responses(
+        self,
+        caller: Caller,
+        character_slug: str,
+        *,
+        session_id: uuid.UUID | None = None,
+        form_id: str | None = None,
+    ) -> list[tuple[FormResponse, uuid.UUID]]:
+        """A character's form responses with their sessions' ids, oldest first.
+
+        Not the caller's character: no rows, exactly as for an unknown one.
+        """
+        statement = (
+            select(FormResponse, Session.session_id)
+            .join(Session, Session.id == FormResponse.session_pk)
+            .join(Character, Character.id == FormResponse.character_id)
+            .where(Character.slug == character_slug, *_owned_by(caller))
+            .order_by(FormResponse.created_at, FormResponse.id)
+        )
+        if session_id is not None:
+            statement = statement.where(Session.session_id == session_id)
+        if form_id is not None:
+            statement = statement.where(FormResponse.form_id == form_id)
+        async with self._database.session() as db:
+            return [(response, session) for response, session in await db.execute(statement)]
 
 
 def _search_condition(search: str) -> ColumnElement[bool]:
     """Anam's search: the session's ID, or a case-insensitive part of its client label."""
-    label = SessionRow.client_label.icontains(search, autoescape=True)
+    label = Session.client_label.icontains(search, autoescape=True)
     try:
-        return or_(SessionRow.session_id == uuid.UUID(search), label)
+        return or_(Session.session_id == uuid.UUID(search), label)
     except ValueError:
         return label
 

@@ -30,6 +30,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Character",
+    "FormResponse",
     "RecordingStatus",
     "Session",
     "Tenant",
@@ -167,4 +168,22 @@ class Turn(Base):
     ts: Mapped[float] = mapped_column(Float)
     speaking_duration_seconds: Mapped[float | None] = mapped_column(Float)
     was_interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FormResponse(Base):
+    """What a visitor entered in a form the character showed during a session."""
+
+    __tablename__ = "form_responses"
+    __table_args__ = (
+        Index("ix_form_responses_character_id_created_at", "character_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    character_id: Mapped[int] = mapped_column(ForeignKey("characters.id"))
+    session_pk: Mapped[int] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    form_id: Mapped[str] = mapped_column(String(100))
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message
 
-from transcripts.errors import TranscriptsError
+from transcripts.errors import PayloadTooLarge, TranscriptsError
 
-__all__ = ["DialectRoute", "ErrorRenderer", "add_slash_agnostic_route", "error_renderer_for"]
+__all__ = [
+    "DialectRoute",
+    "ErrorRenderer",
+    "add_slash_agnostic_route",
+    "error_renderer_for",
+    "with_body_limit",
+]
 
 
 class ErrorRenderer(Protocol):
@@ -29,6 +36,54 @@ class DialectRoute(APIRoute):
 
 def route_class(name: str, renderer: ErrorRenderer) -> type[DialectRoute]:
     return type(name, (DialectRoute,), {"render_error": staticmethod(renderer)})
+
+
+def with_body_limit(base: type[DialectRoute], max_body_bytes: int) -> type[DialectRoute]:
+    """``base`` with request bodies capped at ``max_body_bytes`` (413 in the route's dialect).
+
+    FastAPI's own ``max_body_size`` answers an oversized Content-Length with a plain-text 413
+    sent around the exception handlers, so the limit is enforced here, before FastAPI reads
+    the body: the declared length first, then the bytes as they actually arrive.
+    """
+    too_large = f"The request body exceeds {max_body_bytes} bytes."
+
+    class BodyLimitedRoute(base):  # type: ignore[valid-type,misc]
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler: Callable[[Request], Coroutine[Any, Any, Response]] = (
+                super().get_route_handler()
+            )
+
+            async def limited_handler(request: Request) -> Response:
+                declared = request.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_body_bytes:
+                    raise PayloadTooLarge(too_large)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_body_bytes:
+                        raise PayloadTooLarge(too_large)
+                    chunks.append(chunk)
+                return await handler(Request(request.scope, _replay(b"".join(chunks), request)))
+
+            return limited_handler
+
+    BodyLimitedRoute.__name__ = f"BodyLimited{base.__name__}"
+    return BodyLimitedRoute
+
+
+def _replay(body: bytes, request: Request) -> Callable[[], Coroutine[Any, Any, Message]]:
+    """A receive channel that hands over the body already read, then the client's own."""
+    pending = True
+
+    async def receive() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await request.receive()
+
+    return receive
 
 
 def error_renderer_for(

@@ -91,3 +91,278 @@ class ErrorEnvelope(BaseModel):
         dict[str, list[str]],
         Field(description='Field name (or "detail") to the messages about it.'),
     ]
+
+
+class AllowedOrigin(RootModel[str]):
+    root: Annotated[str, Field(max_length=300, pattern="^https?://[^/\\s]+$")]
+
+
+class CreateCharacterRequest(BaseModel):
+    slug: Annotated[
+        str,
+        Field(
+            description="Unique across the service; lowercase letters, digits and single hyphens.",
+            max_length=64,
+            min_length=1,
+            pattern="^[a-z0-9]+(-[a-z0-9]+)*$",
+        ),
+    ]
+    name: Annotated[str, Field(max_length=200, min_length=1)]
+    allowed_origins: Annotated[
+        list[AllowedOrigin],
+        Field(
+            description="Browser origins (scheme://host[:port]) allowed to start a session without credentials.",
+            max_length=50,
+            validate_default=True,
+        ),
+    ] = []
+
+
+class Character(BaseModel):
+    slug: str
+    name: str
+    allowed_origins: list[str]
+    is_active: bool
+    created_at: AwareDatetime
+
+
+class CharacterEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: Character
+    errors: None
+
+
+class StartSessionRequest(BaseModel):
+    """
+    Oshara's other start fields (language, system_prompt, greeting, voice_model) are accepted and ignored: they configure the voice worker, not the transcript.
+
+    """
+
+    agent: Annotated[
+        str, Field(description="Slug of the character to talk to.", max_length=64, min_length=1)
+    ]
+    origin_url: Annotated[
+        str | None, Field(description="The page URL that initiated the call.", max_length=2048)
+    ] = None
+    metadata: Annotated[
+        dict[str, Any],
+        Field(description="Anything; stored and returned with the session as it was given."),
+    ] = {}
+    room_name: Annotated[
+        str | None,
+        Field(
+            description="LiveKit room name; oshara-voice-<slug>-<random> when absent.",
+            max_length=200,
+            min_length=1,
+        ),
+    ] = None
+
+
+class StartSessionResponse(BaseModel):
+    session_id: UUID
+    room_name: str
+    participant_identity: Annotated[
+        str,
+        Field(
+            description="The caller's identity in the LiveKit room (user-<id>, or visitor-<random> for a widget)."
+        ),
+    ]
+    character_slug: str
+    expires_in_seconds: Annotated[int, Field(description="Lifetime of the LiveKit token.")]
+    token: Annotated[
+        str | None,
+        Field(
+            description="LiveKit access token (HS256 JWT); present only when LiveKit is configured."
+        ),
+    ] = None
+    livekit_url: Annotated[
+        str | None,
+        Field(description="LiveKit server URL; present only when LiveKit is configured."),
+    ] = None
+
+
+class StartSessionEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: StartSessionResponse
+    errors: None
+
+
+class TurnInput(BaseModel):
+    turn_index: Annotated[
+        int,
+        Field(
+            description="0-based turn counter; a retry sends the same index again.",
+            ge=0,
+            le=2147483647,
+        ),
+    ]
+    role: Literal["user", "assistant"]
+    text: Annotated[str, Field(max_length=10000, min_length=1)]
+    ts: Annotated[
+        float, Field(description="Seconds since the session started.", ge=0.0, le=86400.0)
+    ]
+    speaking_duration_seconds: Annotated[float | None, Field(ge=0.0, le=86400.0)] = None
+    was_interrupted: Annotated[
+        bool, Field(description="The user spoke over this (assistant) turn.")
+    ] = False
+
+
+class TurnBatch(RootModel[list[TurnInput]]):
+    """
+    A batch of turns, in any order. Idempotent on turn_index.
+    """
+
+    root: Annotated[
+        list[TurnInput],
+        Field(
+            description="A batch of turns, in any order. Idempotent on turn_index.", max_length=500
+        ),
+    ]
+
+
+class TurnsAppended(BaseModel):
+    session_id: UUID
+    received: Annotated[int, Field(description="Turns in the batch.")]
+    inserted: Annotated[
+        int, Field(description="Turns stored by this call; the rest were already stored (retries).")
+    ]
+    turn_count: Annotated[int, Field(description="Turns stored for the session now.")]
+
+
+class TurnsAppendedEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: TurnsAppended
+    errors: None
+
+
+class FinalizeRequest(BaseModel):
+    """
+    Every field is optional; a missing count is 0, a missing name null.
+    """
+
+    llm_input_tokens: Annotated[int | None, Field(ge=0, le=2147483647)] = None
+    llm_output_tokens: Annotated[int | None, Field(ge=0, le=2147483647)] = None
+    llm_model: Annotated[str | None, Field(max_length=100)] = None
+    llm_provider: Annotated[str | None, Field(max_length=100)] = None
+    stt_audio_seconds: Annotated[float | None, Field(ge=0.0, le=86400.0)] = None
+    stt_provider: Annotated[str | None, Field(max_length=100)] = None
+    tts_characters: Annotated[int | None, Field(ge=0, le=2147483647)] = None
+    tts_provider: Annotated[str | None, Field(max_length=100)] = None
+    ended_at: Annotated[
+        AwareDatetime | None,
+        Field(description="When the call ended; the time of the request when absent."),
+    ] = None
+    recording_url: Annotated[
+        str | None, Field(description="S3 URI of the call recording.", max_length=2048)
+    ] = None
+
+
+class SessionHistory(BaseModel):
+    total_sessions: Annotated[int, Field(description="Sessions matching the filters (all pages).")]
+    total_llm_input_tokens: int
+    total_llm_output_tokens: int
+    total_stt_audio_seconds: Annotated[float, Field(description="Rounded to 3 decimal places.")]
+    total_tts_characters: int
+    total_estimated_cost_usd: Annotated[
+        str,
+        Field(
+            description="Exact sum of the sessions' costs, a decimal string with 6 places.",
+            pattern="^[0-9]+\\.[0-9]{6}$",
+        ),
+    ]
+    page: Annotated[int, Field(description="1-based.")]
+    page_size: int
+    total_pages: Annotated[int, Field(description="0 when nothing matches.")]
+    sessions: Annotated[
+        list[AgentSessionSummary], Field(description="The page, newest session first.")
+    ]
+
+
+class SessionHistoryEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: SessionHistory
+    errors: None
+
+
+class CreateApiKeyRequest(BaseModel):
+    name: Annotated[str, Field(max_length=100, min_length=1)]
+
+
+class ApiKey(BaseModel):
+    id: int
+    name: str
+    key_preview: Annotated[str, Field(description="The first 5 and last 4 characters of the key.")]
+    is_active: bool
+    last_used_at: Annotated[
+        AwareDatetime | None, Field(description="Refreshed at most once a minute.")
+    ]
+    created_at: AwareDatetime
+
+
+class ApiKeyCreated(BaseModel):
+    id: int
+    name: str
+    key: Annotated[
+        str,
+        Field(
+            description="The key itself, shown this once; only its hash is stored.",
+            pattern="^sk_[0-9a-f]{64}$",
+        ),
+    ]
+    key_preview: str
+    is_active: bool
+    last_used_at: AwareDatetime | None
+    created_at: AwareDatetime
+
+
+class ApiKeyEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: ApiKey
+    errors: None
+
+
+class ApiKeyCreatedEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: ApiKeyCreated
+    errors: None
+
+
+class ApiKeyListEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: list[ApiKey]
+    errors: None
+
+
+class CreateFormResponseRequest(BaseModel):
+    session_id: Annotated[UUID, Field(description="A session of this character.")]
+    form_id: Annotated[str, Field(max_length=100, min_length=1)]
+    values: dict[str, Any]
+
+
+class FormResponse(BaseModel):
+    id: int
+    form_id: str
+    session_id: UUID
+    values: dict[str, Any]
+    created_at: AwareDatetime
+
+
+class FormResponseEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: FormResponse
+    errors: None
+
+
+class FormResponseListEnvelope(BaseModel):
+    success: Literal[True]
+    message: str
+    data: list[FormResponse]
+    errors: None

@@ -9,7 +9,12 @@ from starlette.responses import Response
 
 from transcripts.errors import TranscriptsError
 
-__all__ = ["ENVELOPE_ERROR_RESPONSES", "envelope_response", "render_envelope_error"]
+__all__ = [
+    "ENVELOPE_ERROR_RESPONSES",
+    "envelope_error_responses",
+    "envelope_response",
+    "render_envelope_error",
+]
 
 # Datetimes are written the way Django REST Framework writes them: ISO 8601, "Z" for UTC.
 _OPTIONS = orjson.OPT_UTC_Z
@@ -42,3 +47,19 @@ ENVELOPE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: _error("Server error; no internals are disclosed."),
     503: _error("The database cannot be reached; retry shortly."),
 }
+
+
+_MORE_ERRORS = {
+    403: "The browser origin is not on the character's allowed_origins.",
+    409: "Conflicts with stored data: a slug in use, a rewrite of a stored turn, a write after"
+    " finalize.",
+    413: "The request body is larger than the documented limit.",
+}
+
+
+def envelope_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The common error answers plus those of ``statuses`` (403, 409, 413) for one route."""
+    return {
+        **ENVELOPE_ERROR_RESPONSES,
+        **{status: _error(_MORE_ERRORS[status]) for status in statuses},
+    }

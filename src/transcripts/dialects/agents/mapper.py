@@ -1,14 +1,16 @@
-"""SessionRecord -> AgentSessionSummary (the ``data`` of the envelope). Pure functions."""
+"""Domain and stored objects -> the ``data`` of the envelope. Pure functions."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
 
-from transcripts.domain import SessionRecord, SignedUrl
+from transcripts.db.tables import ApiKey, FormResponse
+from transcripts.domain import SessionHistoryPage, SessionRecord, SignedUrl
 
-__all__ = ["session_summary"]
+__all__ = ["api_key_data", "form_response_data", "session_history", "session_summary"]
 
 ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
 
@@ -53,4 +55,43 @@ def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[
         "transcript": transcript,
         "transcript_text": transcript_text,
         "created_at": record.created_at,
+    }
+
+
+def session_history(history: SessionHistoryPage) -> dict[str, Any]:
+    totals = history.totals
+    return {
+        "total_sessions": totals.sessions,
+        "total_llm_input_tokens": totals.llm_input_tokens,
+        "total_llm_output_tokens": totals.llm_output_tokens,
+        # Summing floats leaves noise in the last digits; no usage is measured finer than 1 ms.
+        "total_stt_audio_seconds": round(totals.stt_audio_seconds, 3),
+        "total_tts_characters": totals.tts_characters,
+        "total_estimated_cost_usd": str(totals.estimated_cost_usd),
+        "page": history.page,
+        "page_size": history.page_size,
+        "total_pages": history.total_pages,
+        "sessions": [session_summary(record, recording=None) for record in history.records],
+    }
+
+
+def api_key_data(api_key: ApiKey) -> dict[str, Any]:
+    """A key as listings show it: never the key itself, nor its hash."""
+    return {
+        "id": api_key.id,
+        "name": api_key.name,
+        "key_preview": api_key.key_preview,
+        "is_active": api_key.is_active,
+        "last_used_at": api_key.last_used_at,
+        "created_at": api_key.created_at,
+    }
+
+
+def form_response_data(response: FormResponse, session_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "id": response.id,
+        "form_id": response.form_id,
+        "session_id": str(session_id),
+        "values": response.values,
+        "created_at": response.created_at,
     }

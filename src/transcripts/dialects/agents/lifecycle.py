@@ -1,0 +1,201 @@
+"""The voice worker's write path: a character, then a session started, its turns, finalize."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from starlette.responses import Response
+
+from transcripts import service
+from transcripts.db.repository import load_session_record
+from transcripts.db.tables import User
+from transcripts.dependencies import CallerDep, DbSessionDep, OptionalCallerDep, SettingsDep
+from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
+from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.agents.routes import SECURITY, EnvelopeRoute, SessionIdPath, WriteRoute
+from transcripts.dialects.routing import add_slash_agnostic_route
+from transcripts.generated.agents import (
+    AgentSessionSummaryEnvelope,
+    CharacterEnvelope,
+    CreateCharacterRequest,
+    FinalizeRequest,
+    StartSessionEnvelope,
+    StartSessionRequest,
+    TurnBatch,
+    TurnsAppendedEnvelope,
+)
+from transcripts.livekit import LiveKit
+from transcripts.pricing import Usage
+
+__all__ = ["router"]
+
+router = APIRouter(route_class=EnvelopeRoute, tags=["Agent sessions"])
+
+# Oshara's value: the LiveKit token is good for an hour.
+SESSION_TOKEN_TTL_SECONDS = 3600
+
+
+async def create_character(
+    body: CreateCharacterRequest, caller: CallerDep, db: DbSessionDep
+) -> Response:
+    creator = await db.get_one(User, caller.user_id)
+    character = await service.create_character(
+        db,
+        creator,
+        slug=body.slug,
+        name=body.name,
+        allowed_origins=[origin.root for origin in body.allowed_origins],
+    )
+    data = {
+        "slug": character.slug,
+        "name": character.name,
+        "allowed_origins": character.allowed_origins,
+        "is_active": character.is_active,
+        "created_at": character.created_at,
+    }
+    return envelope_response(data, status_code=201)
+
+
+async def start_agent_session(
+    body: StartSessionRequest,
+    request: Request,
+    caller: OptionalCallerDep,
+    db: DbSessionDep,
+    settings: SettingsDep,
+) -> Response:
+    character = await service.character_open_to(
+        db, body.agent, caller=caller, origin=request.headers.get("origin"), field="agent"
+    )
+    session = await service.start_session(
+        db,
+        character,
+        user_id=caller.user_id if caller else None,
+        origin_url=body.origin_url,
+        metadata=body.metadata,
+        room_name=body.room_name,
+    )
+    identity = f"user-{caller.user_id}" if caller else f"visitor-{secrets.token_hex(6)}"
+    data: dict[str, Any] = {
+        "session_id": str(session.session_id),
+        "room_name": session.room_name,
+        "participant_identity": identity,
+        "character_slug": character.slug,
+        "expires_in_seconds": SESSION_TOKEN_TTL_SECONDS,
+    }
+    livekit = LiveKit.from_settings(settings)
+    if livekit is not None:
+        data["token"] = livekit.access_token(
+            identity=identity, room=session.room_name, ttl_seconds=SESSION_TOKEN_TTL_SECONDS
+        )
+        data["livekit_url"] = livekit.url
+    return envelope_response(data, status_code=201)
+
+
+async def append_session_turns(
+    session_id: SessionIdPath, batch: TurnBatch, caller: CallerDep, db: DbSessionDep
+) -> Response:
+    session = await service.session_for_write(db, caller, session_id)
+    turns = [service.NewTurn(**turn.model_dump()) for turn in batch.root]
+    inserted = await service.append_turns(db, session, turns)
+    data = {
+        "session_id": str(session.session_id),
+        "received": len(turns),
+        "inserted": inserted,
+        "turn_count": await service.turn_count(db, session),
+    }
+    return envelope_response(data)
+
+
+async def finalize_agent_session(
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DbSessionDep,
+    settings: SettingsDep,
+    body: Annotated[FinalizeRequest | None, Body()] = None,
+) -> Response:
+    body = body or FinalizeRequest()
+    session = await service.session_for_write(db, caller, session_id)
+    usage = Usage(
+        llm_input_tokens=body.llm_input_tokens or 0,
+        llm_output_tokens=body.llm_output_tokens or 0,
+        llm_model=body.llm_model,
+        llm_provider=body.llm_provider,
+        stt_audio_seconds=body.stt_audio_seconds or 0.0,
+        stt_provider=body.stt_provider,
+        tts_characters=body.tts_characters or 0,
+        tts_provider=body.tts_provider,
+    )
+    await service.finalize_session(
+        db,
+        session,
+        usage,
+        settings.prices,
+        ended_at=body.ended_at,
+        recording_url=body.recording_url,
+    )
+    record = await load_session_record(db, session.id)
+    return envelope_response(session_summary(record, recording=None))
+
+
+_WRITE = {"route_class_override": WriteRoute, "response_class": Response, "openapi_extra": SECURITY}
+
+add_slash_agnostic_route(
+    router,
+    "/api/ai-characters/",
+    create_character,
+    methods=["POST"],
+    status_code=201,
+    operation_id="createCharacter",
+    summary="Create an AI character",
+    description="A character owned by the caller, in the caller's tenant. The slug is unique.",
+    tags=["Characters"],
+    responses={201: {"model": CharacterEnvelope}, **envelope_error_responses(409, 413)},
+    **_WRITE,
+)
+add_slash_agnostic_route(
+    router,
+    "/api/agents/agent-session/",
+    start_agent_session,
+    methods=["POST"],
+    status_code=201,
+    operation_id="startAgentSession",
+    summary="Start a session",
+    description=(
+        "With credentials, the caller must own the character (or be staff). Without, the "
+        "request's Origin must be on the character's allowed_origins (the browser widget). "
+        "The LiveKit token and URL are present when the service has LiveKit configured."
+    ),
+    responses={201: {"model": StartSessionEnvelope}, **envelope_error_responses(403, 413)},
+    **{**_WRITE, "openapi_extra": {"security": [*SECURITY["security"], {}]}},
+)
+add_slash_agnostic_route(
+    router,
+    "/api/agents/agent-session/{session_id}/turns/",
+    append_session_turns,
+    methods=["POST"],
+    operation_id="appendAgentSessionTurns",
+    summary="Append turns",
+    description=(
+        "A JSON array of at most 500 turns, in any order. Idempotent on turn_index: a "
+        "retried turn changes nothing, a different text for a stored index is a 409 and the "
+        "whole batch is refused. A finalized session takes no more turns (409)."
+    ),
+    responses={200: {"model": TurnsAppendedEnvelope}, **envelope_error_responses(409, 413)},
+    **_WRITE,
+)
+add_slash_agnostic_route(
+    router,
+    "/api/agents/agent-session/{session_id}/finalize/",
+    finalize_agent_session,
+    methods=["POST"],
+    operation_id="finalizeAgentSession",
+    summary="Finalize a session",
+    description=(
+        "Usage, ended_at (default: now) and the recording; computes the duration and "
+        "estimated_cost_usd. Idempotent: a repeated finalize answers the stored result."
+    ),
+    responses={200: {"model": AgentSessionSummaryEnvelope}, **envelope_error_responses(413)},
+    **_WRITE,
+)
