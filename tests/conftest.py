@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,8 @@ for _name in [name for name in os.environ if name.startswith("TRANSCRIPTS_")]:
     if not _name.startswith("TRANSCRIPTS_TEST_"):
         del os.environ[_name]
 
+# The local recording store of every test app (tests that need their own pass their own).
+TEST_RECORDINGS_DIR = tempfile.mkdtemp(prefix="transcripts-test-recordings-")
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 POSTGRES_ADMIN_URL = os.environ.get(
     "TRANSCRIPTS_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -148,6 +151,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "environment": "development",
         "jwt_secret": TEST_JWT_SECRET,
+        "recordings_dir": TEST_RECORDINGS_DIR,
+        "recordings_signing_key": "test-recordings-" + "k" * 32,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import SEED_USAGE, Factory
 from tests.s3_servers import S3Endpoint
+from tests.servers import free_port
 from transcripts.recordings import LocalRecordingStore
 
 AUDIO = bytes(range(256)) * 64  # 16 KiB standing in for a call recording
@@ -242,7 +243,9 @@ async def test_local_store_without_a_key_reads_null(
     database_url: str, factory: Factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     session_id, key = await recorded_session(factory, "s3://demo/x.wav")
-    settings = make_settings(database_url, recordings_dir=str(tmp_path))
+    settings = make_settings(
+        database_url, recordings_dir=str(tmp_path), recordings_signing_key=None
+    )
     caplog.set_level(logging.WARNING)
     async for app in running_app(settings):
         async with asgi_client(app) as client:
@@ -264,4 +267,83 @@ async def test_links_are_never_stored(
     assert first["recording_presigned_url"] != second["recording_presigned_url"]
     assert (
         first["recording_presigned_url_expires_at"] < second["recording_presigned_url_expires_at"]
+    )
+
+
+async def _finalize(
+    client: httpx.AsyncClient, headers: dict[str, str], session_id: str, url: str
+) -> dict:  # type: ignore[type-arg]
+    response = await client.post(
+        f"/api/agents/agent-session/{session_id}/finalize/",
+        json={"recording_url": url},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]  # type: ignore[no-any-return]
+
+
+async def _started(client: httpx.AsyncClient, factory: Factory) -> tuple[dict[str, str], str]:
+    owner = await factory.user()
+    character = await factory.character(owner)
+    headers = {"Authorization": f"Bearer {factory.token(owner.id)}"}
+    started = await client.post(
+        "/api/agents/agent-session/", json={"agent": character.slug}, headers=headers
+    )
+    return headers, started.json()["data"]["session_id"]
+
+
+async def test_s3_status_is_settled_at_registration_and_can_move_on(
+    database_url: str, factory: Factory, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async for app in s3_app(database_url, moto_s3, monkeypatch):
+        async with asgi_client(app) as client:
+            headers, session_id = await _started(client, factory)
+            url = f"s3://calls/late/{session_id}.mp4"
+            # Registered before the upload has landed: pending (its link would get S3's 404).
+            pending = await _finalize(client, headers, session_id, url)
+            assert pending["recording_status"] == "PENDING"
+
+            await upload(moto_s3, "calls", f"late/{session_id}.mp4", AUDIO)
+            ready = await _finalize(client, headers, session_id, url)
+            assert ready["recording_status"] == "READY"
+            assert ready["finalized_at"] == pending["finalized_at"]  # usage was not re-recorded
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(ready["recording_presigned_url"])).content == AUDIO
+
+            other_headers, other_session = await _started(client, factory)
+            failed = await _finalize(
+                client, other_headers, other_session, "https://cdn.example.com/x.mp4"
+            )
+            assert failed["recording_status"] == "FAILED"
+            assert failed["recording_presigned_url"] is None
+
+
+async def test_unreachable_s3_at_registration_leaves_it_pending(
+    database_url: str, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed = S3Endpoint(f"http://127.0.0.1:{free_port()}", "AKIAEXAMPLE", "secret")
+    async for app in s3_app(database_url, closed, monkeypatch):
+        async with asgi_client(app) as client:
+            headers, session_id = await _started(client, factory)
+            started = time.monotonic()
+            data = await _finalize(client, headers, session_id, "s3://calls/a.mp4")
+            assert data["recording_status"] == "PENDING"
+            assert time.monotonic() - started < 15  # bounded by the client's timeouts
+
+
+async def test_local_status_follows_the_file(client: httpx.AsyncClient, factory: Factory) -> None:
+    from tests.conftest import TEST_RECORDINGS_DIR
+
+    headers, session_id = await _started(client, factory)
+    url = f"s3://local-calls/{session_id}.wav"
+    assert (await _finalize(client, headers, session_id, url))["recording_status"] == "PENDING"
+    target = Path(TEST_RECORDINGS_DIR) / "local-calls" / f"{session_id}.wav"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(AUDIO)
+    ready = await _finalize(client, headers, session_id, url)
+    assert ready["recording_status"] == "READY"
+    assert (await client.get(ready["recording_presigned_url"])).content == AUDIO
+    summary = (await client.get("/api/billing/usage/?page_size=1", headers=headers)).json()["data"]
+    assert summary["sessions"][0]["recording_presigned_url"].startswith(
+        "http://testserver/recordings/"
     )

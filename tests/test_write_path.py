@@ -13,7 +13,7 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import asgi_client, make_settings, running_app
+from tests.conftest import TEST_RECORDINGS_DIR, asgi_client, make_settings, running_app
 from tests.factories import SEED_USAGE, Factory, unique
 from tests.test_agents_transcript import NOT_FOUND as SESSION_NOT_FOUND
 from tests.test_agents_transcript import iso
@@ -118,6 +118,19 @@ async def owner_worker(
     return owner, Worker(client, {"X-API-Key": key})
 
 
+class _AnyLink:
+    """Equal to any non-empty string: the recording link and its expiry change per read."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and bool(other)
+
+    def __repr__(self) -> str:
+        return "<a fresh signed link>"
+
+
+ANY_LINK = _AnyLink()
+
+
 async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factory: Factory) -> None:
     owner = await factory.user(tenant="acme")
     _, key = await factory.api_key(owner)
@@ -190,6 +203,10 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
     started_at = parse(in_progress["created_at"])
     assert abs(started_at - datetime.now(UTC)) < timedelta(minutes=1)
 
+    # The worker uploads the recording (to the local store here), then registers it.
+    recording = Path(TEST_RECORDINGS_DIR) / "oshara-recordings" / f"{session_id}.mp4"
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
     finalized = await worker.finalize(
         session_id,
         **SEED_USAGE_BODY,
@@ -198,6 +215,10 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
     )
     assert finalized.status_code == 200
     finalized_at = finalized.json()["data"]["finalized_at"]
+    link = finalized.json()["data"]["recording_presigned_url"]
+    assert link.startswith(f"http://testserver/recordings/oshara-recordings/{session_id}.mp4?")
+    played = await client.get(link)
+    assert (played.status_code, played.content) == (200, recording.read_bytes())
     assert abs(parse(finalized_at) - datetime.now(UTC)) < timedelta(minutes=1)
     expected = {
         "id": in_progress["id"],
@@ -223,8 +244,9 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
         "finalized_at": finalized_at,
         "recording_status": "READY",
         "recording_url": f"s3://oshara-recordings/{session_id}.mp4",
-        "recording_presigned_url": None,
-        "recording_presigned_url_expires_at": None,
+        # Signed anew on every read; compared apart below.
+        "recording_presigned_url": ANY_LINK,
+        "recording_presigned_url_expires_at": ANY_LINK,
         "transcript": [
             {"role": role, "text": text, "turn_index": index, "ts": round(0.42 + index * 12.8, 2)}
             for index, (role, text) in enumerate(SEED_EXAMPLE_TURNS)
@@ -242,10 +264,35 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
     billing = await client.get(BILLING.format(session_id), headers=dashboard.headers)
     assert billing.json() == ok(expected)
 
-    # The worker retries its finalize: the stored result again, byte for byte.
+    # Through the Anam dialect too: the same turns, persona for assistant, times from ts.
+    anam = await client.get(f"/v1/sessions/{session_id}/transcript", headers=dashboard.headers)
+    assert anam.status_code == 200
+    anam_body = anam.json()
+    assert (anam_body["sessionId"], anam_body["totalMessages"]) == (session_id, 14)
+    assert anam_body["durationMs"] == 184700
+    assert anam_body["transcriptsEnabled"] is True
+    assert [m["message"] for m in anam_body["messages"]] == [t for _, t in SEED_EXAMPLE_TURNS]
+    assert [m["role"] for m in anam_body["messages"]] == [
+        "persona" if role == "assistant" else "user" for role, _ in SEED_EXAMPLE_TURNS
+    ]
+    for index, message in enumerate(anam_body["messages"]):
+        offset = (parse(message["timestamp"]) - started_at).total_seconds()
+        assert abs(offset - round(0.42 + index * 12.8, 2)) < 0.001
+        assert ("wasInterrupted" in message) == (message["role"] == "persona")
+    session_view = await client.get(f"/v1/sessions/{session_id}", headers=dashboard.headers)
+    assert session_view.json()["status"] == "COMPLETED"
+    anam_recording = await client.get(
+        f"/v1/sessions/{session_id}/recording", headers=dashboard.headers
+    )
+    assert (
+        await client.get(anam_recording.json()["recordingUrl"])
+    ).content == recording.read_bytes()
+
+    # The worker retries its finalize: the stored result again (the link is signed anew).
     retried = await worker.finalize(session_id, llm_input_tokens=1, tts_characters=99)
     assert retried.status_code == 200
-    assert retried.content == finalized.content
+    assert retried.json() == ok(expected)
+    assert retried.json()["data"]["finalized_at"] == finalized_at
 
     late = await worker.turns(session_id, [seed_turn(13) | {"turn_index": 14}])
     assert late.status_code == 409

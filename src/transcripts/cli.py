@@ -12,7 +12,6 @@ import secrets
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -26,6 +25,7 @@ from transcripts.db.tables import Tenant
 from transcripts.errors import TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
+from transcripts.recordings import LocalRecordingStore
 from transcripts.settings import Settings
 
 __all__ = ["main"]
@@ -146,9 +146,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         overrides["recordings_signing_key"] = SecretStr(secrets.token_urlsafe(48))
     settings = settings.model_copy(update=overrides)
     upgrade_to_head(settings.database_url)
-    demo = _run_in_transaction(
-        settings, lambda db: seed_demo(db, settings.prices, Path(settings.recordings_dir))
-    )
+    recordings = LocalRecordingStore.from_settings(settings)
+    demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices, recordings))
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
     base = f"http://{args.host}:{args.port}"
     example, long_session = demo.session_ids[0], demo.session_ids[1]

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from transcripts import service
 from transcripts.db.tables import ApiKey, Character, Session, User
 from transcripts.pricing import PriceTable, Usage
+from transcripts.recordings import LocalRecordingStore
 
 __all__ = ["DemoData", "seed_demo"]
 
@@ -130,7 +131,10 @@ def long_transcript(turn_count: int, seed: int = 7) -> list[service.NewTurn]:
     return turns
 
 
-async def seed_demo(db: AsyncSession, prices: PriceTable, recordings_dir: Path) -> DemoData:
+async def seed_demo(
+    db: AsyncSession, prices: PriceTable, recordings: LocalRecordingStore
+) -> DemoData:
+    recordings_dir = recordings.directory
     user = await db.scalar(select(User).where(User.email == DEMO_EMAIL))
     if user is None:
         user = await service.create_user(db, DEMO_EMAIL, tenant_slug="acme")
@@ -141,7 +145,7 @@ async def seed_demo(db: AsyncSession, prices: PriceTable, recordings_dir: Path) 
             name="Support Bot",
             allowed_origins=["http://127.0.0.1:8000", "http://localhost:8000"],
         )
-        await _seed_sessions(db, character, user, prices, recordings_dir)
+        await _seed_sessions(db, character, user, prices, recordings)
     # Keys are shown once, so each run issues a new one and retires the last run's.
     for old_key in await db.scalars(
         select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.name == DEMO_KEY_NAME)
@@ -168,7 +172,11 @@ async def seed_demo(db: AsyncSession, prices: PriceTable, recordings_dir: Path) 
 
 
 async def _seed_sessions(
-    db: AsyncSession, character: Character, user: User, prices: PriceTable, recordings_dir: Path
+    db: AsyncSession,
+    character: Character,
+    user: User,
+    prices: PriceTable,
+    recordings: LocalRecordingStore,
 ) -> None:
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     example = await service.start_session(
@@ -196,7 +204,8 @@ async def _seed_sessions(
         ],
     )
     # The worker uploads the call recording, then registers it at finalize.
-    ensure_recording(recordings_dir, example.session_id)
+    ensure_recording(recordings.directory, example.session_id)
+    recording_url = f"s3://{DEMO_BUCKET}/{example.session_id}.wav"
     await service.finalize_session(
         db,
         example,
@@ -212,7 +221,7 @@ async def _seed_sessions(
         ),
         prices,
         ended_at=started + timedelta(seconds=184.7),
-        recording_url=f"s3://{DEMO_BUCKET}/{example.session_id}.wav",
+        recording=service.RegisteredRecording(recording_url, await recordings.check(recording_url)),
     )
 
     long_started = started + timedelta(minutes=30)

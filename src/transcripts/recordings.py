@@ -33,6 +33,7 @@ __all__ = [
     "LocalRecordingStore",
     "RecordingStore",
     "S3RecordingStore",
+    "link_for",
     "open_recording_store",
     "parse_s3_uri",
 ]
@@ -188,6 +189,12 @@ class LocalRecordingStore:
         if path is None:
             return RecordingStatus.FAILED
         return RecordingStatus.READY if path.is_file() else RecordingStatus.PENDING
+
+
+async def link_for(
+    store: RecordingStore, recording_url: str | None, base_url: str
+) -> SignedUrl | None:
+    return await store.sign(recording_url, base_url) if recording_url else None
 
 
 async def open_recording_store(settings: Settings, stack: AsyncExitStack) -> RecordingStore:

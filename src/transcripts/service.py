@@ -37,6 +37,7 @@ from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
 
 __all__ = [
     "NewTurn",
+    "RegisteredRecording",
     "append_turns",
     "character_open_to",
     "create_api_key",
@@ -303,13 +304,17 @@ async def finalize_session(
     prices: PriceTable,
     *,
     ended_at: datetime | None = None,
-    recording_url: str | None = None,
+    recording: RegisteredRecording | None = None,
 ) -> Session:
-    """Record usage and cost, once. A repeated finalize returns the stored result unchanged.
+    """Record usage and cost, once. A repeated finalize returns the stored result unchanged,
+    except that it may register the recording again, to move its status on.
 
     ``session`` comes from ``session_for_write`` (or was started in this transaction).
     """
     if session.finalized_at is not None:
+        if recording is not None:
+            register_recording(session, recording)
+            await db.flush()
         return session
     now = datetime.now(UTC)
     if ended_at is not None and ended_at < session.created_at:
@@ -328,11 +333,26 @@ async def finalize_session(
     session.tts_characters = usage.tts_characters
     session.tts_provider = usage.tts_provider
     session.estimated_cost_micros = estimate_cost_micros(usage, prices)
-    if recording_url is not None:
-        session.recording_url = recording_url
-        session.recording_status = RecordingStatus.READY
+    if recording is not None:
+        register_recording(session, recording)
     await db.flush()
     return session
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredRecording:
+    """A recording URI with the status its store found when it was registered."""
+
+    url: str
+    status: RecordingStatus
+
+
+def register_recording(session: Session, recording: RegisteredRecording) -> None:
+    # A READY recording stays as it is unless a different one is registered.
+    if session.recording_url == recording.url and session.recording_status == RecordingStatus.READY:
+        return
+    session.recording_url = recording.url
+    session.recording_status = recording.status
 
 
 async def turn_count(db: AsyncSession, session: Session) -> int:

@@ -33,11 +33,18 @@ __all__ = ["Database", "is_unavailable"]
 
 logger = logging.getLogger(__name__)
 
-# The connection is gone: every pooled connection of its generation is suspect.
+# The connection is gone: every pooled connection of its generation is suspect. A server
+# that restarts or is told to drop its clients (pg_terminate_backend) says so first, with
+# an "operator intervention" error (SQLSTATE 57P01-57P03), before it hangs up.
 CONNECTION_LOST: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.InternalClientError,
 )
 # The database is there but cannot answer now (statement timeout, SQLite's write lock).
 BUSY: tuple[type[Exception], ...] = (asyncpg.QueryCanceledError, sqlite3.OperationalError)

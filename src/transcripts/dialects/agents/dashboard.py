@@ -10,7 +10,13 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from transcripts import service
-from transcripts.dependencies import CallerDep, DbSessionDep, OptionalCallerDep, RepositoryDep
+from transcripts.dependencies import (
+    CallerDep,
+    DbSessionDep,
+    OptionalCallerDep,
+    RecordingStoreDep,
+    RepositoryDep,
+)
 from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
 from transcripts.dialects.agents.mapper import api_key_data, form_response_data, session_history
 from transcripts.dialects.agents.routes import SECURITY, EnvelopeRoute, WriteRoute
@@ -27,6 +33,7 @@ from transcripts.generated.agents import (
     FormResponseListEnvelope,
     SessionHistoryEnvelope,
 )
+from transcripts.recordings import link_for
 
 __all__ = ["router"]
 
@@ -48,8 +55,10 @@ def _as_utc(moment: datetime | None) -> datetime | None:
 
 
 async def get_session_history(
+    request: Request,
     caller: CallerDep,
     repository: RepositoryDep,
+    recordings: RecordingStoreDep,
     character_slug: Annotated[str | None, Query(max_length=64)] = None,
     tenant_id: Annotated[str | None, Query(max_length=64, description="A tenant slug.")] = None,
     start: Annotated[
@@ -70,7 +79,9 @@ async def get_session_history(
         page=page,
         page_size=page_size,
     )
-    return envelope_response(session_history(history))
+    base_url = str(request.base_url)
+    links = [await link_for(recordings, r.recording_url, base_url) for r in history.records]
+    return envelope_response(session_history(history, links))
 
 
 async def list_api_keys(caller: CallerDep, repository: RepositoryDep) -> Response:

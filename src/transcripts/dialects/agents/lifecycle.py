@@ -11,7 +11,13 @@ from starlette.responses import Response
 from transcripts import service
 from transcripts.db.repository import load_session_record
 from transcripts.db.tables import User
-from transcripts.dependencies import CallerDep, DbSessionDep, OptionalCallerDep, SettingsDep
+from transcripts.dependencies import (
+    CallerDep,
+    DbSessionDep,
+    OptionalCallerDep,
+    RecordingStoreDep,
+    SettingsDep,
+)
 from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.agents.routes import SECURITY, EnvelopeRoute, SessionIdPath, WriteRoute
@@ -28,6 +34,7 @@ from transcripts.generated.agents import (
 )
 from transcripts.livekit import LiveKit
 from transcripts.pricing import Usage
+from transcripts.recordings import link_for
 
 __all__ = ["router"]
 
@@ -109,14 +116,21 @@ async def append_session_turns(
 
 
 async def finalize_agent_session(
+    request: Request,
     session_id: SessionIdPath,
     caller: CallerDep,
     db: DbSessionDep,
     settings: SettingsDep,
+    recordings: RecordingStoreDep,
     body: Annotated[FinalizeRequest | None, Body()] = None,
 ) -> Response:
     body = body or FinalizeRequest()
     session = await service.session_for_write(db, caller, session_id)
+    recording = None
+    if body.recording_url is not None:
+        # Checked once, here; reads never look at the object again.
+        status = await recordings.check(body.recording_url)
+        recording = service.RegisteredRecording(body.recording_url, status)
     usage = Usage(
         llm_input_tokens=body.llm_input_tokens or 0,
         llm_output_tokens=body.llm_output_tokens or 0,
@@ -133,10 +147,11 @@ async def finalize_agent_session(
         usage,
         settings.prices,
         ended_at=body.ended_at,
-        recording_url=body.recording_url,
+        recording=recording,
     )
     record = await load_session_record(db, session.id)
-    return envelope_response(session_summary(record, recording=None))
+    link = await link_for(recordings, record.recording_url, str(request.base_url))
+    return envelope_response(session_summary(record, link))
 
 
 _WRITE = {"route_class_override": WriteRoute, "response_class": Response, "openapi_extra": SECURITY}

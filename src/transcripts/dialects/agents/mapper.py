@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -58,7 +59,9 @@ def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[
     }
 
 
-def session_history(history: SessionHistoryPage) -> dict[str, Any]:
+def session_history(
+    history: SessionHistoryPage, links: Sequence[SignedUrl | None]
+) -> dict[str, Any]:
     totals = history.totals
     return {
         "total_sessions": totals.sessions,
@@ -71,7 +74,10 @@ def session_history(history: SessionHistoryPage) -> dict[str, Any]:
         "page": history.page,
         "page_size": history.page_size,
         "total_pages": history.total_pages,
-        "sessions": [session_summary(record, recording=None) for record in history.records],
+        "sessions": [
+            session_summary(record, link)
+            for record, link in zip(history.records, links, strict=True)
+        ],
     }
 
 
