@@ -18,6 +18,7 @@ from transcripts.dialects.agents.envelope import (
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class, with_body_limit
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
+from transcripts.recordings import link_for
 
 __all__ = ["MAX_BODY_BYTES", "SECURITY", "EnvelopeRoute", "SessionIdPath", "WriteRoute", "router"]
 
@@ -42,12 +43,8 @@ async def get_session_transcript(
     recordings: RecordingStoreDep,
 ) -> Response:
     record = await repository.session(credentials, session_id)
-    recording = (
-        await recordings.sign(record.recording_url, str(request.base_url))
-        if record.recording_url
-        else None
-    )
-    return envelope_response(session_summary(record, recording))
+    link = await link_for(recordings, record.recording_url, str(request.base_url))
+    return envelope_response(session_summary(record, link))
 
 
 _TRANSCRIPT_DOCS = {

@@ -16,6 +16,7 @@ from transcripts.dialects.anam.mapper import anam_session, anam_session_list, an
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
+from transcripts.recordings import link_for
 
 __all__ = ["router"]
 
@@ -64,11 +65,7 @@ async def get_session_recording(
     recordings: RecordingStoreDep,
 ) -> Response:
     record = await repository.session(credentials, session_id, with_turns=False)
-    signed = (
-        await recordings.sign(record.recording_url, str(request.base_url))
-        if record.recording_url
-        else None
-    )
+    signed = await link_for(recordings, record.recording_url, str(request.base_url))
     if signed is None:
         raise NotFound("Recording not found")
     return _json({"recordingUrl": signed.url})
