@@ -423,3 +423,24 @@ async def test_both_dialects_agree(client: httpx.AsyncClient, factory: Factory) 
     assert anam["durationMs"] == round(agents["session_duration_seconds"] * 1000)
     interrupted = [m.get("wasInterrupted") for m in anam["messages"] if m["role"] == "persona"]
     assert sum(interrupted) == agents["interruption_count"]
+
+
+async def test_client_label_given_at_start_is_anams_client_label(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    owner = await factory.user()
+    character = await factory.character(owner)
+    headers = {"Authorization": f"Bearer {factory.token(owner.id)}"}
+    started = await client.post(
+        "/api/agents/agent-session/",
+        json={"agent": character.slug, "client_label": "kiosk-7 lobby"},
+        headers=headers,
+    )
+    session_id = started.json()["data"]["session_id"]
+
+    session = await client.get(f"/v1/sessions/{session_id}", headers=headers)
+    found = await client.get("/v1/sessions?search=KIOSK-7", headers=headers)
+
+    assert session.json()["clientLabel"] == "kiosk-7 lobby"
+    assert session.json()["status"] == "ACTIVE"
+    assert [item["id"] for item in found.json()["data"]] == [session_id]

@@ -157,6 +157,14 @@ class StartSessionRequest(BaseModel):
             min_length=1,
         ),
     ] = None
+    client_label: Annotated[
+        str | None,
+        Field(
+            description="A label of the caller's choosing, shown as clientLabel in the Anam dialect and found by its /v1/sessions?search=. Not an Oshara field; Oshara clients omit it.\n",
+            max_length=200,
+            min_length=1,
+        ),
+    ] = None
 
 
 class StartSessionResponse(BaseModel):

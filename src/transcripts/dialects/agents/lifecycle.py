@@ -82,6 +82,7 @@ async def start_agent_session(
         origin_url=body.origin_url,
         metadata=body.metadata,
         room_name=body.room_name,
+        client_label=body.client_label,
     )
     identity = f"user-{caller.user_id}" if caller else f"visitor-{secrets.token_hex(6)}"
     data: dict[str, Any] = {
