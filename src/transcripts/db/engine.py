@@ -33,11 +33,14 @@ __all__ = ["Database", "is_unavailable"]
 
 logger = logging.getLogger(__name__)
 
-# The connection is gone: every pooled connection of its generation is suspect.
+# The connection is gone: every pooled connection of its generation is suspect. A backend
+# terminated while the connection sat idle in the pool can leave the driver still consuming
+# the server's farewell error, and the next statement then fails with InternalClientError.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 # The database is there but cannot answer now (statement timeout, SQLite's write lock).
 BUSY: tuple[type[BaseException], ...] = (
@@ -130,13 +133,16 @@ class Database:
 
 
 def _engine_options(settings: Settings) -> dict[str, Any]:
-    if settings.database_backend == "sqlite":
-        return {"connect_args": {"timeout": settings.db_pool_timeout_seconds}}
-    statement_timeout = settings.db_statement_timeout_seconds
-    return {
+    pool = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_seconds,
+    }
+    if settings.database_backend == "sqlite":
+        return {**pool, "connect_args": {"timeout": settings.db_pool_timeout_seconds}}
+    statement_timeout = settings.db_statement_timeout_seconds
+    return {
+        **pool,
         "connect_args": {
             "timeout": settings.db_connect_timeout_seconds,
             # The server's statement_timeout fires first and leaves the connection usable;
