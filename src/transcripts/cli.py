@@ -26,7 +26,7 @@ from transcripts.errors import TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 T = TypeVar("T")
 
@@ -53,18 +53,31 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+def serve(
+    app_factory: str, *, host: str, port: int, workers: int = 1, graceful_timeout: int = 30
+) -> None:
+    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too)."""
     import uvicorn
 
     uvicorn.run(
-        "transcripts.app:create_app",
+        app_factory,
         factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    serve(
+        "transcripts.app:create_app",
         host=args.host,
         port=args.port,
         workers=args.workers,
-        proxy_headers=True,
-        server_header=False,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        graceful_timeout=args.graceful_timeout,
     )
     return 0
 
