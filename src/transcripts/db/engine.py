@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
 
 from transcripts.errors import ServiceUnavailable
 from transcripts.settings import Settings
@@ -91,19 +92,22 @@ class Database:
         """
         for attempt in (1, 2):
             try:
-                async with self.engine.connect() as connection:
-                    pooled = await connection.get_raw_connection()
-                    try:
-                        return await self._fetch_row(
-                            pooled.driver_connection, sql, postgres_args, sqlite_params
-                        )
-                    except CONNECTION_LOST as exc:
-                        self.engine.pool._invalidate(pooled, exc)  # the whole generation
-                        if attempt == 2:
-                            raise
-                        logger.warning(
-                            "database connection lost (%s); retrying once", type(exc).__name__
-                        )
+                # The pool's own checkout and checkin, without the Connection facade that
+                # engine.connect() wraps around them: one greenlet hop each way.
+                pooled = await self.engine.raw_connection()
+                try:
+                    return await self._fetch_row(
+                        pooled.driver_connection, sql, postgres_args, sqlite_params
+                    )
+                except CONNECTION_LOST as exc:
+                    self.engine.pool._invalidate(pooled, exc)  # the whole generation
+                    if attempt == 2:
+                        raise
+                    logger.warning(
+                        "database connection lost (%s); retrying once", type(exc).__name__
+                    )
+                finally:
+                    await greenlet_spawn(pooled.close)
             except Exception as exc:
                 if is_unavailable(exc):
                     logger.warning("database unavailable: %s", type(exc).__name__)
