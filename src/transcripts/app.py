@@ -20,10 +20,13 @@ from transcripts.auth import TokenVerifier
 from transcripts.db.engine import Database, is_unavailable
 from transcripts.db.repository import ApiKeyUsage, Repository
 from transcripts.dialects.agents.envelope import render_envelope_error
+from transcripts.dialects.agents.routes import HOT_READS as AGENTS_HOT_READS
 from transcripts.dialects.agents.routes import router as agents_router
 from transcripts.dialects.anam.errors import render_anam_error
+from transcripts.dialects.anam.routes import HOT_READS as ANAM_HOT_READS
 from transcripts.dialects.anam.routes import router as anam_router
-from transcripts.dialects.routing import ErrorRenderer, error_renderer_for
+from transcripts.dialects.hot import HotReads
+from transcripts.dialects.routing import ErrorRenderer, error_renderer_for, error_response
 from transcripts.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = token_verifier
     app.include_router(agents_router)
     app.include_router(anam_router)
+    app.add_middleware(HotReads, reads=[*AGENTS_HOT_READS, *ANAM_HOT_READS])
     _install_error_handlers(app)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
@@ -80,8 +84,7 @@ def _renderer_by_prefix(path: str) -> ErrorRenderer:
 
 
 def _render(request: Request, error: TranscriptsError) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
-    return error_renderer_for(request, _renderer_by_prefix)(error, headers)
+    return error_response(error_renderer_for(request, _renderer_by_prefix), error)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

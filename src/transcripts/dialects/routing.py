@@ -12,7 +12,13 @@ from starlette.responses import Response
 
 from transcripts.errors import TranscriptsError
 
-__all__ = ["DialectRoute", "ErrorRenderer", "add_slash_agnostic_route", "error_renderer_for"]
+__all__ = [
+    "DialectRoute",
+    "ErrorRenderer",
+    "add_slash_agnostic_route",
+    "error_renderer_for",
+    "error_response",
+]
 
 
 class ErrorRenderer(Protocol):
@@ -29,6 +35,12 @@ class DialectRoute(APIRoute):
 
 def route_class(name: str, renderer: ErrorRenderer) -> type[DialectRoute]:
     return type(name, (DialectRoute,), {"render_error": staticmethod(renderer)})
+
+
+def error_response(renderer: ErrorRenderer, error: TranscriptsError) -> Response:
+    """The failure in the dialect's body; a 401 also says how to authenticate."""
+    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    return renderer(error, headers)
 
 
 def error_renderer_for(

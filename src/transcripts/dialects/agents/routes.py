@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from starlette.responses import Response
 
 from transcripts.auth import CredentialsDep
+from transcripts.db.repository import Repository
 from transcripts.dependencies import RecordingSignerDep, RepositoryDep
 from transcripts.dialects.agents.envelope import (
     ENVELOPE_ERROR_RESPONSES,
@@ -16,10 +18,13 @@ from transcripts.dialects.agents.envelope import (
     render_envelope_error,
 )
 from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.hot import HotRead
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
+from transcripts.recordings import RecordingSigner
 
-__all__ = ["router"]
+__all__ = ["HOT_READS", "router"]
 
 EnvelopeRoute = route_class("EnvelopeRoute", render_envelope_error)
 router = APIRouter(route_class=EnvelopeRoute)
@@ -30,15 +35,38 @@ SessionIdPath = Annotated[
 SECURITY: dict[str, Any] = {"security": [{"ApiKeyAuth": []}, {"BearerAuth": []}]}
 
 
+async def session_transcript(
+    repository: Repository,
+    signer: RecordingSigner,
+    credentials: Credentials,
+    session_id: uuid.UUID,
+) -> Response:
+    record = await repository.session(credentials, session_id)
+    recording = await signer.sign(record.recording_url) if record.recording_url else None
+    return envelope_response(session_summary(record, recording))
+
+
 async def get_session_transcript(
     session_id: SessionIdPath,
     credentials: CredentialsDep,
     repository: RepositoryDep,
     signer: RecordingSignerDep,
 ) -> Response:
-    record = await repository.session(credentials, session_id)
-    recording = await signer.sign(record.recording_url) if record.recording_url else None
-    return envelope_response(session_summary(record, recording))
+    return await session_transcript(repository, signer, credentials, session_id)
+
+
+def _hot_transcript(
+    state: Any, credentials: Credentials, session_id: uuid.UUID
+) -> Awaitable[Response]:
+    return session_transcript(state.repository, state.recording_signer, credentials, session_id)
+
+
+TRANSCRIPT_PATH = "/api/agents/agent-session/{session_id}/transcript/"
+BILLING_PATH = "/api/billing/sessions/{session_id}/"
+HOT_READS = [
+    HotRead(path, _hot_transcript, render_envelope_error)
+    for path in (TRANSCRIPT_PATH, BILLING_PATH)
+]
 
 
 _TRANSCRIPT_DOCS = {
@@ -48,7 +76,7 @@ _TRANSCRIPT_DOCS = {
 }
 add_slash_agnostic_route(
     router,
-    "/api/agents/agent-session/{session_id}/transcript/",
+    TRANSCRIPT_PATH,
     get_session_transcript,
     methods=["GET"],
     operation_id="getAgentSessionTranscript",
@@ -62,7 +90,7 @@ add_slash_agnostic_route(
 )
 add_slash_agnostic_route(
     router,
-    "/api/billing/sessions/{session_id}/",
+    BILLING_PATH,
     get_session_transcript,
     methods=["GET"],
     operation_id="getBillingSession",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import orjson
@@ -10,14 +11,17 @@ from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from transcripts.auth import CredentialsDep
+from transcripts.db.repository import Repository
 from transcripts.dependencies import CallerDep, RecordingSignerDep, RepositoryDep
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.hot import HotRead
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 
-__all__ = ["router"]
+__all__ = ["HOT_READS", "router"]
 
 AnamRoute = route_class("AnamRoute", render_anam_error)
 router = APIRouter(route_class=AnamRoute)
@@ -43,10 +47,26 @@ def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 500, 503)) -> d
     }
 
 
+async def session_transcript(
+    repository: Repository, credentials: Credentials, session_id: uuid.UUID
+) -> Response:
+    return _json(anam_transcript(await repository.session(credentials, session_id)))
+
+
 async def get_session_transcript(
     session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
 ) -> Response:
-    return _json(anam_transcript(await repository.session(credentials, session_id)))
+    return await session_transcript(repository, credentials, session_id)
+
+
+def _hot_transcript(
+    state: Any, credentials: Credentials, session_id: uuid.UUID
+) -> Awaitable[Response]:
+    return session_transcript(state.repository, credentials, session_id)
+
+
+TRANSCRIPT_PATH = "/v1/sessions/{id}/transcript"
+HOT_READS = [HotRead(TRANSCRIPT_PATH, _hot_transcript, render_anam_error)]
 
 
 async def get_session(
@@ -98,7 +118,7 @@ async def list_sessions(
 
 add_slash_agnostic_route(
     router,
-    "/v1/sessions/{id}/transcript",
+    TRANSCRIPT_PATH,
     get_session_transcript,
     operation_id="getSessionTranscript",
     summary="get session transcript",
