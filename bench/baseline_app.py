@@ -32,13 +32,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from transcripts.db.engine import Database
 from transcripts.db.repository import SESSION_SQL, session_from_row
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.anam.mapper import anam_transcript
 from transcripts.domain import SessionRecord
 from transcripts.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["baseline_app", "create_app", "service_pool_bounds"]
 
 Fetch = Callable[[str, str | int, uuid.UUID], Awaitable[Sequence[Any] | None]]
 
@@ -60,6 +61,10 @@ def _anam(record: SessionRecord) -> bytes:
 ENCODERS = {"agents": _agents, "anam": _anam}
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    return None
+
+
 @asynccontextmanager
 async def _postgres(settings: Settings, size: tuple[int, int]) -> AsyncIterator[Fetch]:
     timeout = settings.db_statement_timeout_seconds
@@ -69,6 +74,9 @@ async def _postgres(settings: Settings, size: tuple[int, int]) -> AsyncIterator[
         max_size=size[1],
         command_timeout=timeout + 5,
         server_settings={"statement_timeout": str(int(timeout * 1000))},
+        # asyncpg's default reset costs a round trip per release; SQLAlchemy's pool sends
+        # nothing for a connection that ran no transaction, and neither does the limit.
+        reset=_keep_session,
     )
 
     async def fetch(sql: str, caller: str | int, session_id: uuid.UUID) -> Sequence[Any] | None:
@@ -115,14 +123,18 @@ async def _sqlite(settings: Settings, size: tuple[int, int]) -> AsyncIterator[Fe
             await connection.close()
 
 
-def create_app() -> Starlette:
-    settings = Settings()
+def service_pool_bounds(settings: Settings) -> tuple[int, int]:
+    """What the service's pool keeps and can hold, so B0's raw pool gets the same."""
+    pool: Any = Database(settings).engine.pool
+    return pool.size(), pool.size() + pool._max_overflow
+
+
+def baseline_app(
+    settings: Settings, *, key_hash: str, user_id: int, pool: tuple[int, int]
+) -> Starlette:
+    """B0 over ``settings``' database, reading as the owner of ``key_hash`` and ``user_id``."""
     backend = settings.database_backend
-    callers: dict[str, str | int] = {
-        "key": os.environ["BENCH_KEY_HASH"],
-        "user": int(os.environ["BENCH_USER_ID"]),
-    }
-    size = (int(os.environ["BENCH_POOL_MIN"]), int(os.environ["BENCH_POOL_MAX"]))
+    callers: dict[str, str | int] = {"key": key_hash, "user": user_id}
     fetch: Fetch | None = None
 
     async def transcript(request: Request) -> Response:
@@ -143,11 +155,21 @@ def create_app() -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         nonlocal fetch
         opener = _postgres if backend == "postgresql" else _sqlite
-        async with opener(settings, size) as fetch:
+        async with opener(settings, pool) as fetch:
             yield
 
     return Starlette(
         routes=[Route("/{dialect}/{kind}/{session_id}", transcript)], lifespan=lifespan
+    )
+
+
+def create_app() -> Starlette:
+    """The uvicorn factory: configured from the environment by ``bench/run.py``."""
+    return baseline_app(
+        Settings(),
+        key_hash=os.environ["BENCH_KEY_HASH"],
+        user_id=int(os.environ["BENCH_USER_ID"]),
+        pool=(int(os.environ["BENCH_POOL_MIN"]), int(os.environ["BENCH_POOL_MAX"])),
     )
 
 

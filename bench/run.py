@@ -26,15 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from bench.baseline_app import service_pool_bounds
 from bench.data import SIZES, Fixture, prepare_postgres, prepare_sqlite
 from bench.load import Server, WrkResult, peak_rss_while, run_wrk, server
 from bench.lookup import LookupCost, compare_lookups
 from transcripts.auth import mint_access_token
-from transcripts.db.engine import Database
 from transcripts.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,17 +240,11 @@ def measure_memory(
 # ---------------------------------------------------------------- servers
 
 
-def pool_bounds(settings: Settings) -> tuple[int, int]:
-    """What the service's pool can hold, so B0's raw pool gets the same."""
-    pool: Any = Database(settings).engine.pool
-    return pool.size(), pool.size() + pool._max_overflow
-
-
 def servers_for(
     stack: ExitStack, backend: str, database_url: str, fixture: Fixture, jwt_secret: str
 ) -> tuple[Server, Server]:
     env = {"TRANSCRIPTS_DATABASE_URL": database_url, "TRANSCRIPTS_JWT_SECRET": jwt_secret}
-    low, high = pool_bounds(Settings(_env_file=None, database_url=database_url))
+    low, high = service_pool_bounds(Settings(_env_file=None, database_url=database_url))
     binaries = Path(sys.executable).parent
     s = stack.enter_context(
         server(
