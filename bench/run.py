@@ -7,7 +7,9 @@ scales, and the service's peak memory while 16 clients read the 10,000-turn tran
 Environment: ``BENCH_QUICK=1`` (one short round, for development), ``BENCH_ROUNDS``,
 ``BENCH_SECONDS``, ``BENCH_BACKENDS`` (``postgresql,sqlite``), ``BENCH_SIZES``,
 ``BENCH_SESSIONS`` (100000), ``BENCH_DATABASE`` (``transcripts_bench``),
-``BENCH_POSTGRES_ADMIN_URL``. A full run rewrites the generated part of ``bench/RESULTS.md``.
+``BENCH_POSTGRES_ADMIN_URL``, ``BENCH_SERVICE_SRC`` (measure the service from another
+``src/`` directory, e.g. an older commit's). A full run of this version rewrites the
+generated part of ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -246,11 +248,14 @@ def servers_for(
     env = {"TRANSCRIPTS_DATABASE_URL": database_url, "TRANSCRIPTS_JWT_SECRET": jwt_secret}
     low, high = service_pool_bounds(Settings(_env_file=None, database_url=database_url))
     binaries = Path(sys.executable).parent
+    # Another version of the service (e.g. a checkout of an older commit's src/) against
+    # the same B0: the way to measure a change before and after.
+    other = os.environ.get("BENCH_SERVICE_SRC")
     s = stack.enter_context(
         server(
             "S",
             [str(binaries / "transcripts"), "serve", "--workers", "1"],
-            env,
+            {**env, "PYTHONPATH": other} if other else env,
             RESULTS / f"{backend}-S.log",
             ROOT,
         )
@@ -415,9 +420,12 @@ def report(
 
 def save(text: str, config: Config, started: datetime) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{started:%Y%m%d-%H%M%S}{'-quick' if config.quick else ''}.md"
+    suffix = ("-quick" if config.quick else "") + (
+        "-other-service" if os.environ.get("BENCH_SERVICE_SRC") else ""
+    )
+    path = RESULTS / f"{started:%Y%m%d-%H%M%S}{suffix}.md"
     path.write_text(text)
-    if not config.quick:
+    if not config.quick and not os.environ.get("BENCH_SERVICE_SRC"):
         current = RESULTS_MD.read_text()
         head, _, rest = current.partition(BEGIN)
         _, _, tail = rest.partition(END)
