@@ -383,7 +383,7 @@ def memory_section(memory: list[Memory], connections: int) -> list[str]:
     return [
         f"Resident memory while {connections} connections read the 10,000-turn transcript:",
         "",
-        "| server | dialect | idle MiB | peak MiB | req/s meanwhile |",
+        "| server | dialect | RSS before, MiB | peak RSS, MiB | req/s meanwhile |",
         "|---|---|--:|--:|--:|",
         *(
             f"| {m.server} | {m.dialect} | {m.idle_mib:.0f} | {m.peak_mib:.0f}"
