@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test lint format generate openapi clean
+.PHONY: run test lint format generate openapi bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -54,6 +54,13 @@ generate: $(VENV)/.synced
 ## openapi: export the service's OpenAPI document to openapi/service.json
 openapi: $(VENV)/.synced
 	$(VENV)/bin/python -c "import json; from transcripts.app import openapi_document; print(json.dumps(openapi_document(), indent=2))" > openapi/service.json
+
+## bench: the service against its bare baseline under wrk (bench/RESULTS.md); BENCH_QUICK=1 for a short run
+bench: $(VENV)/.synced
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+		else echo "make bench needs wrk: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+	$(VENV)/bin/python -m bench.run
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache

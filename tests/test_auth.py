@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,10 @@ from sqlalchemy import select
 
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory, Keys, turns
+from transcripts.auth import VERIFIED_TOKENS_KEPT, TokenVerifier, mint_access_token
 from transcripts.db.tables import ApiKey, Session
+from transcripts.domain import UserCredentials
+from transcripts.errors import NotAuthenticated
 
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 
@@ -305,3 +309,26 @@ async def _tenant_slug(factory: Factory, user: object) -> str:
 
     async with factory.database.sessionmaker() as db:
         return await db.scalar(select(Tenant.slug).where(Tenant.id == user.tenant_id))  # type: ignore[attr-defined]
+
+
+def test_a_remembered_token_still_expires() -> None:
+    settings = make_settings("sqlite+aiosqlite:///unused.db")
+    verifier = TokenVerifier(settings)
+    token = mint_access_token(settings, 7, ttl_seconds=1)
+    assert verifier.verify(token) == UserCredentials(user_id=7)
+    assert verifier.verify(token) == UserCredentials(user_id=7)  # now from memory
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(NotAuthenticated, match="expired"):
+        verifier.verify(token)
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    settings = make_settings("sqlite+aiosqlite:///unused.db")
+    verifier = TokenVerifier(settings)
+    tokens = [mint_access_token(settings, 7) for _ in range(VERIFIED_TOKENS_KEPT + 5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier._verified) == VERIFIED_TOKENS_KEPT
+    assert tokens[0] not in verifier._verified
+    assert verifier.verify(tokens[0]) == UserCredentials(user_id=7)  # verified afresh

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
@@ -27,6 +28,7 @@ __all__ = [
     "CredentialsDep",
     "GeneratedApiKey",
     "TokenVerifier",
+    "credentials_from_headers",
     "generate_api_key",
     "get_credentials",
     "hash_api_key",
@@ -61,6 +63,14 @@ def api_key_credentials(key: str) -> ApiKeyCredentials:
     return ApiKeyCredentials(key_hash=hash_api_key(key))
 
 
+# A client sends the same access token with every request until it expires, and checking
+# its signature again each time (about 60 µs for HS256, more for RS256) cost as much as the
+# rest of a short transcript read. So a verified token is remembered, with the interval in
+# which its time claims hold; whether its user still exists and is active is settled by
+# every query. Only tokens that passed full verification enter, and the oldest leave first.
+VERIFIED_TOKENS_KEPT = 4096
+
+
 class TokenVerifier:
     """Verifies access tokens with a fixed key per algorithm.
 
@@ -87,8 +97,28 @@ class TokenVerifier:
         self._leeway = settings.jwt_leeway_seconds
         required = ["exp"] + (["iss"] if self._issuer else []) + (["aud"] if self._audience else [])
         self._options = cast(Options, {"require": required})
+        # token -> (credentials, valid from, valid until), as PyJWT would judge the claims
+        self._verified: dict[str, tuple[UserCredentials, float, float]] = {}
 
     def verify(self, token: str) -> UserCredentials:
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[1] <= time.time() < remembered[2]:
+            return remembered[0]
+        claims = self._decode(token)
+        credentials = UserCredentials(user_id=_user_id(claims))
+        self._remember(token, credentials, claims)
+        return credentials
+
+    def _remember(self, token: str, credentials: UserCredentials, claims: dict[str, Any]) -> None:
+        # PyJWT's rules: exp <= now - leeway is expired; iat or nbf > now + leeway is early.
+        starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
+        valid_from = max(starts) - self._leeway if starts else float("-inf")
+        valid_until = int(claims["exp"]) + self._leeway
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (credentials, valid_from, valid_until)
+
+    def _decode(self, token: str) -> dict[str, Any]:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
             if not isinstance(algorithm, str) or algorithm not in self._keys:
@@ -109,7 +139,7 @@ class TokenVerifier:
             raise NotAuthenticated("Invalid token.") from None
         if claims.get("token_type", "access") != "access":
             raise NotAuthenticated("Token is not an access token.")
-        return UserCredentials(user_id=_user_id(claims))
+        return claims
 
 
 def _user_id(claims: dict[str, Any]) -> int:
@@ -145,12 +175,12 @@ def mint_access_token(settings: Settings, user_id: int, ttl_seconds: int = 3600)
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-async def get_credentials(request: Request) -> Credentials:
-    """Read the caller's credentials: ``X-API-Key`` first, then ``Authorization: Bearer``."""
-    api_key = request.headers.get("x-api-key")
+def credentials_from_headers(
+    api_key: str | None, authorization: str | None, verifier: TokenVerifier
+) -> Credentials:
+    """The caller's credentials: ``X-API-Key`` first, then ``Authorization: Bearer``."""
     if api_key is not None:
         return api_key_credentials(api_key.strip())
-    authorization = request.headers.get("authorization")
     if authorization is None:
         raise NotAuthenticated()
     scheme, _, token = authorization.strip().partition(" ")
@@ -160,8 +190,14 @@ async def get_credentials(request: Request) -> Credentials:
         raise NotAuthenticated("Authorization header must be 'Bearer <token>'.")
     if token.startswith(API_KEY_PREFIX):
         return api_key_credentials(token)
-    verifier: TokenVerifier = request.app.state.token_verifier
     return verifier.verify(token)
+
+
+async def get_credentials(request: Request) -> Credentials:
+    headers = request.headers
+    return credentials_from_headers(
+        headers.get("x-api-key"), headers.get("authorization"), request.app.state.token_verifier
+    )
 
 
 CredentialsDep = Annotated[Credentials, Depends(get_credentials)]

@@ -28,7 +28,7 @@ from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
 from transcripts.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 T = TypeVar("T")
 
@@ -55,21 +55,41 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+def serve(
+    app_factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    graceful_timeout: int = 30,
+    forwarded_allow_ips: str = "127.0.0.1",
+) -> None:
+    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too)."""
     import uvicorn
 
     uvicorn.run(
-        "transcripts.app:create_app",
+        app_factory,
         factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
+        host=host,
+        port=port,
+        workers=workers,
         proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
         access_log=False,  # the service writes its own, structured, one line per request
         log_config=LOGGING_CONFIG,
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    serve(
+        "transcripts.app:create_app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        graceful_timeout=args.graceful_timeout,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 

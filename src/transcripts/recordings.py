@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
+from starlette.requests import Request
+from starlette.types import Scope
+
 from transcripts.db.tables import RecordingStatus
 from transcripts.domain import SignedUrl
 from transcripts.settings import Settings
@@ -192,9 +195,13 @@ class LocalRecordingStore:
 
 
 async def link_for(
-    store: RecordingStore, recording_url: str | None, base_url: str
+    store: RecordingStore, recording_url: str | None, scope: Scope
 ) -> SignedUrl | None:
-    return await store.sign(recording_url, base_url) if recording_url else None
+    """A fresh link for the recording, if the session has one; ``scope`` is the request's,
+    whose base URL the local store's links are made from."""
+    if not recording_url:
+        return None
+    return await store.sign(recording_url, str(Request(scope).base_url))
 
 
 async def open_recording_store(settings: Settings, stack: AsyncExitStack) -> RecordingStore:

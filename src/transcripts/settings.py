@@ -30,8 +30,11 @@ class Settings(BaseSettings):
     environment: Literal["production", "development", "demo"] = "production"
 
     database_url: str = DEFAULT_DATABASE_URL
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    # The pool keeps db_pool_size connections; an overflow connection is closed as soon as it
+    # is returned, so every burst above the pool would pay a connection set-up (TLS included)
+    # per request. Hence a pool as large as the concurrency a worker serves, and no overflow.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
 
 from transcripts.errors import ServiceUnavailable
 from transcripts.settings import Settings
@@ -91,24 +92,27 @@ class Database:
         """
         for attempt in (1, 2):
             try:
-                async with self.engine.connect() as connection:
-                    pooled = await connection.get_raw_connection()
-                    try:
-                        return await self._fetch_row(
-                            pooled.driver_connection, sql, postgres_args, sqlite_params
-                        )
-                    except TimeoutError as exc:
-                        # No answer within the command timeout: the connection's state is
-                        # unknown, and a retry would only double the wait.
-                        await connection.invalidate(exc)
+                # The pool's own checkout and checkin, without the Connection facade that
+                # engine.connect() wraps around them: one greenlet hop each way.
+                pooled = await self.engine.raw_connection()
+                try:
+                    return await self._fetch_row(
+                        pooled.driver_connection, sql, postgres_args, sqlite_params
+                    )
+                except TimeoutError as exc:
+                    # No answer within the command timeout: the connection's state is
+                    # unknown, and a retry would only double the wait.
+                    pooled.invalidate(exc)
+                    raise
+                except CONNECTION_LOST as exc:
+                    self.engine.pool._invalidate(pooled, exc)  # the whole generation
+                    if attempt == 2:
                         raise
-                    except CONNECTION_LOST as exc:
-                        self.engine.pool._invalidate(pooled, exc)  # the whole generation
-                        if attempt == 2:
-                            raise
-                        logger.warning(
-                            "database connection lost (%s); retrying once", type(exc).__name__
-                        )
+                    logger.warning(
+                        "database connection lost (%s); retrying once", type(exc).__name__
+                    )
+                finally:
+                    await greenlet_spawn(pooled.close)
             except Exception as exc:
                 if is_unavailable(exc):
                     logger.warning("database unavailable: %s", type(exc).__name__)
@@ -142,13 +146,16 @@ class Database:
 
 
 def _engine_options(settings: Settings) -> dict[str, Any]:
-    if settings.database_backend == "sqlite":
-        return {"connect_args": {"timeout": settings.db_pool_timeout_seconds}}
-    statement_timeout = settings.db_statement_timeout_seconds
-    return {
+    pool = {
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout_seconds,
+    }
+    if settings.database_backend == "sqlite":
+        return {**pool, "connect_args": {"timeout": settings.db_pool_timeout_seconds}}
+    statement_timeout = settings.db_statement_timeout_seconds
+    return {
+        **pool,
         "connect_args": {
             "timeout": settings.db_connect_timeout_seconds,
             # The server's statement_timeout fires first and leaves the connection usable;

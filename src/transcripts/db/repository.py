@@ -43,7 +43,14 @@ from transcripts.errors import NotAuthenticated, NotFound
 Backend = Literal["postgresql", "sqlite"]
 CredentialKind = Literal["key", "user"]
 
-__all__ = ["SESSION_NOT_FOUND", "ApiKeyUsage", "Repository", "load_session_record"]
+__all__ = [
+    "SESSION_NOT_FOUND",
+    "SESSION_SQL",
+    "ApiKeyUsage",
+    "Repository",
+    "load_session_record",
+    "session_from_row",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +344,17 @@ async def load_session_record(db: AsyncSession, session_pk: int) -> SessionRecor
     return records[0]
 
 
+def session_from_row(
+    backend: Backend, row: Sequence[Any], with_turns: bool
+) -> SessionRecord | None:
+    """Decode a row of ``SESSION_SQL``: None when the session is missing or not the caller's."""
+    if row[_CALLER_COLUMNS] is None:
+        return None
+    if backend == "postgresql":
+        return _postgres_record(row, with_turns)
+    return _sqlite_record(row, with_turns)
+
+
 class ApiKeyUsage:
     """Keeps ``api_keys.last_used_at`` roughly current without a write on every read.
 
@@ -404,11 +422,10 @@ class Repository:
         if row is None:
             raise NotAuthenticated("Invalid or inactive credentials.")
         self._key_usage.seen(row[3], _as_datetime(row[4]))
-        if row[_CALLER_COLUMNS] is None:
+        record = session_from_row(backend, row, with_turns)
+        if record is None:
             raise NotFound(SESSION_NOT_FOUND)
-        if backend == "postgresql":
-            return _postgres_record(row, with_turns)
-        return _sqlite_record(row, with_turns)
+        return record
 
     async def list_sessions(
         self,

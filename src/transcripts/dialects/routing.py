@@ -18,6 +18,7 @@ __all__ = [
     "ErrorRenderer",
     "add_slash_agnostic_route",
     "error_renderer_for",
+    "error_response",
     "with_body_limit",
 ]
 
@@ -84,6 +85,12 @@ def _replay(body: bytes, request: Request) -> Callable[[], Coroutine[Any, Any, M
         return await request.receive()
 
     return receive
+
+
+def error_response(renderer: ErrorRenderer, error: TranscriptsError) -> Response:
+    """The failure in the dialect's body; a 401 also says how to authenticate."""
+    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    return renderer(error, headers)
 
 
 def error_renderer_for(

@@ -79,8 +79,7 @@ async def get_session_history(
         page=page,
         page_size=page_size,
     )
-    base_url = str(request.base_url)
-    links = [await link_for(recordings, r.recording_url, base_url) for r in history.records]
+    links = [await link_for(recordings, r.recording_url, request.scope) for r in history.records]
     return envelope_response(session_history(history, links))
 
 

@@ -151,7 +151,7 @@ async def finalize_agent_session(
         recording=recording,
     )
     record = await load_session_record(db, session.id)
-    link = await link_for(recordings, record.recording_url, str(request.base_url))
+    link = await link_for(recordings, record.recording_url, request.scope)
     return envelope_response(session_summary(record, link))
 
 

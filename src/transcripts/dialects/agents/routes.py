@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from transcripts.auth import CredentialsDep
+from transcripts.db.repository import Repository
 from transcripts.dependencies import RecordingStoreDep, RepositoryDep
 from transcripts.dialects.agents.envelope import (
     ENVELOPE_ERROR_RESPONSES,
@@ -16,11 +19,21 @@ from transcripts.dialects.agents.envelope import (
     render_envelope_error,
 )
 from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.hot import HotRead
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class, with_body_limit
+from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
-from transcripts.recordings import link_for
+from transcripts.recordings import RecordingStore, link_for
 
-__all__ = ["MAX_BODY_BYTES", "SECURITY", "EnvelopeRoute", "SessionIdPath", "WriteRoute", "router"]
+__all__ = [
+    "HOT_READS",
+    "MAX_BODY_BYTES",
+    "SECURITY",
+    "EnvelopeRoute",
+    "SessionIdPath",
+    "WriteRoute",
+    "router",
+]
 
 # Generous for a batch of 500 turns of everyday speech; the README documents it.
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,6 +48,18 @@ SessionIdPath = Annotated[
 SECURITY: dict[str, Any] = {"security": [{"ApiKeyAuth": []}, {"BearerAuth": []}]}
 
 
+async def session_transcript(
+    repository: Repository,
+    recordings: RecordingStore,
+    credentials: Credentials,
+    session_id: uuid.UUID,
+    scope: Scope,
+) -> Response:
+    record = await repository.session(credentials, session_id)
+    link = await link_for(recordings, record.recording_url, scope)
+    return envelope_response(session_summary(record, link))
+
+
 async def get_session_transcript(
     request: Request,
     session_id: SessionIdPath,
@@ -42,9 +67,23 @@ async def get_session_transcript(
     repository: RepositoryDep,
     recordings: RecordingStoreDep,
 ) -> Response:
-    record = await repository.session(credentials, session_id)
-    link = await link_for(recordings, record.recording_url, str(request.base_url))
-    return envelope_response(session_summary(record, link))
+    return await session_transcript(repository, recordings, credentials, session_id, request.scope)
+
+
+def _hot_transcript(
+    state: Any, credentials: Credentials, session_id: uuid.UUID, scope: Scope
+) -> Awaitable[Response]:
+    return session_transcript(
+        state.repository, state.recording_store, credentials, session_id, scope
+    )
+
+
+TRANSCRIPT_PATH = "/api/agents/agent-session/{session_id}/transcript/"
+BILLING_PATH = "/api/billing/sessions/{session_id}/"
+HOT_READS = [
+    HotRead(path, _hot_transcript, render_envelope_error)
+    for path in (TRANSCRIPT_PATH, BILLING_PATH)
+]
 
 
 _TRANSCRIPT_DOCS = {
@@ -54,7 +93,7 @@ _TRANSCRIPT_DOCS = {
 }
 add_slash_agnostic_route(
     router,
-    "/api/agents/agent-session/{session_id}/transcript/",
+    TRANSCRIPT_PATH,
     get_session_transcript,
     methods=["GET"],
     operation_id="getAgentSessionTranscript",
@@ -68,7 +107,7 @@ add_slash_agnostic_route(
 )
 add_slash_agnostic_route(
     router,
-    "/api/billing/sessions/{session_id}/",
+    BILLING_PATH,
     get_session_transcript,
     methods=["GET"],
     operation_id="getBillingSession",

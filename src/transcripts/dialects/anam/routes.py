@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from transcripts.auth import CredentialsDep
+from transcripts.db.repository import Repository
 from transcripts.dependencies import CallerDep, RecordingStoreDep, RepositoryDep
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.hot import HotRead
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 from transcripts.recordings import link_for
 
-__all__ = ["router"]
+__all__ = ["HOT_READS", "router"]
 
 AnamRoute = route_class("AnamRoute", render_anam_error)
 router = APIRouter(route_class=AnamRoute)
@@ -44,10 +49,26 @@ def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 500, 503)) -> d
     }
 
 
+async def session_transcript(
+    repository: Repository, credentials: Credentials, session_id: uuid.UUID
+) -> Response:
+    return _json(anam_transcript(await repository.session(credentials, session_id)))
+
+
 async def get_session_transcript(
     session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
 ) -> Response:
-    return _json(anam_transcript(await repository.session(credentials, session_id)))
+    return await session_transcript(repository, credentials, session_id)
+
+
+def _hot_transcript(
+    state: Any, credentials: Credentials, session_id: uuid.UUID, scope: Scope
+) -> Awaitable[Response]:
+    return session_transcript(state.repository, credentials, session_id)
+
+
+TRANSCRIPT_PATH = "/v1/sessions/{id}/transcript"
+HOT_READS = [HotRead(TRANSCRIPT_PATH, _hot_transcript, render_anam_error)]
 
 
 async def get_session(
@@ -65,7 +86,7 @@ async def get_session_recording(
     recordings: RecordingStoreDep,
 ) -> Response:
     record = await repository.session(credentials, session_id, with_turns=False)
-    signed = await link_for(recordings, record.recording_url, str(request.base_url))
+    signed = await link_for(recordings, record.recording_url, request.scope)
     if signed is None:
         raise NotFound("Recording not found")
     return _json({"recordingUrl": signed.url})
@@ -100,7 +121,7 @@ async def list_sessions(
 
 add_slash_agnostic_route(
     router,
-    "/v1/sessions/{id}/transcript",
+    TRANSCRIPT_PATH,
     get_session_transcript,
     operation_id="getSessionTranscript",
     summary="get session transcript",
