@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test lint format generate openapi clean
+.PHONY: run test lint format generate openapi soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -54,6 +54,10 @@ generate: $(VENV)/.synced
 ## openapi: export the service's OpenAPI document to openapi/service.json
 openapi: $(VENV)/.synced
 	$(VENV)/bin/python -c "import json; from transcripts.app import openapi_document; print(json.dumps(openapi_document(), indent=2))" > openapi/service.json
+
+## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)
+soak: $(VENV)/.synced
+	$(VENV)/bin/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache
