@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.factories import SEED_USAGE, Factory, turns, unique
+from transcripts import service
 from transcripts.db.tables import Character, Session, User
 
 UNKNOWN_KEY = "sk_" + "0" * 64
@@ -59,16 +60,14 @@ def form(session_id: uuid.UUID) -> dict[str, Any]:
     return {"session_id": str(session_id), "form_id": "contact", "values": {"email": "x@y.z"}}
 
 
-def by_session(template: str, world_session: str = "finalized", **extra: Any) -> Endpoint:
+def by_session(
+    template: str, target: str = "finalized", method: str = "GET", json: Any = None
+) -> Endpoint:
     def owned(world: World) -> Call:
-        return Call(
-            extra.get("method", "GET"),
-            template.format(getattr(world, world_session).session_id),
-            extra.get("json"),
-        )
+        return Call(method, template.format(getattr(world, target).session_id), json)
 
     def missing(world: World) -> Call:
-        return Call(extra.get("method", "GET"), template.format(uuid.uuid4()), extra.get("json"))
+        return Call(method, template.format(uuid.uuid4()), json)
 
     return Endpoint(owned, missing)
 
@@ -137,8 +136,6 @@ async def build_world(factory: Factory) -> World:
     )
     in_progress = await factory.session(character, turns=turns(("assistant", "Hello")))
     async with factory.database.sessionmaker.begin() as db:
-        from transcripts import service
-
         await service.record_form_response(
             db, character, finalized.session_id, form_id="contact", values={"email": "a@b.c"}
         )

@@ -6,8 +6,9 @@ schemas in ``openapi/agents.yaml``, so they live there and in the models generat
 ``RequestGuard`` refuses, before any route runs, what no route could accept: a header block
 or a credential larger than the limits below (431), and a path or query string carrying the
 character U+0000, which PostgreSQL cannot store or compare (400). The answer is in the
-dialect of the path. uvicorn's own limit on the header block (h11's 16 KiB) sits above
-these, so a client meets this one, in the dialect's body, first.
+dialect of the path. uvicorn's h11 parser caps the header block at 16 KiB, above these
+limits, so a client meets ours first; its httptools parser (what `transcripts serve` runs)
+has no cap at all, which leaves ours, and the load balancer's, as the only ones.
 """
 
 from __future__ import annotations
