@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test lint format generate openapi bench clean
+.PHONY: run test lint format generate openapi bench soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -61,6 +61,10 @@ bench: $(VENV)/.synced
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
 		else echo "make bench needs wrk: sudo apt-get install -y wrk" >&2; exit 1; fi; }
 	$(VENV)/bin/python -m bench.run
+
+## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)
+soak: $(VENV)/.synced
+	$(VENV)/bin/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache

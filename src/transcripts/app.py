@@ -37,6 +37,7 @@ from transcripts.errors import (
     ServiceUnavailable,
     TranscriptsError,
 )
+from transcripts.limits import RequestGuard
 from transcripts.observability import Metrics, ObservabilityMiddleware, PoolCollector
 from transcripts.operations import router as operations_router
 from transcripts.recordings import open_recording_store
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(anam_router)
     app.add_middleware(HotReads, reads=[*AGENTS_HOT_READS, *ANAM_HOT_READS])
     _install_error_handlers(app)
+    # Observability outermost, so the guard's refusals are logged and counted too.
+    app.add_middleware(RequestGuard, render_error=_render)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, render_error=_render)
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app

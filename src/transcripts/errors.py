@@ -9,6 +9,7 @@
     ├── Conflict                     409  a rewrite of a stored turn, a write after finalize
     ├── PayloadTooLarge              413
     ├── RateLimited                  429
+    ├── HeadersTooLarge              431  a header block or a credential over its limit
     └── ServiceUnavailable           503  the database cannot be reached
 
 Repositories and services raise these; none of them knows about HTTP responses.
@@ -22,6 +23,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "HeadersTooLarge",
     "MethodNotAllowed",
     "NotAuthenticated",
     "NotFound",
@@ -76,6 +78,11 @@ class Conflict(TranscriptsError):
 class PayloadTooLarge(TranscriptsError):
     status_code = 413
     default_message = "The request body is too large."
+
+
+class HeadersTooLarge(TranscriptsError):
+    status_code = 431
+    default_message = "The request headers are too large."
 
 
 class RateLimited(TranscriptsError):

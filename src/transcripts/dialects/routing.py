@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from transcripts.errors import PayloadTooLarge, TranscriptsError
+from transcripts.errors import BadRequest, PayloadTooLarge, TranscriptsError
+from transcripts.validation import unstorable_values
 
 __all__ = [
     "DialectRoute",
@@ -19,7 +20,7 @@ __all__ = [
     "add_slash_agnostic_route",
     "error_renderer_for",
     "error_response",
-    "with_body_limit",
+    "with_body_checks",
 ]
 
 
@@ -39,12 +40,15 @@ def route_class(name: str, renderer: ErrorRenderer) -> type[DialectRoute]:
     return type(name, (DialectRoute,), {"render_error": staticmethod(renderer)})
 
 
-def with_body_limit(base: type[DialectRoute], max_body_bytes: int) -> type[DialectRoute]:
-    """``base`` with request bodies capped at ``max_body_bytes`` (413 in the route's dialect).
+def with_body_checks(base: type[DialectRoute], max_body_bytes: int) -> type[DialectRoute]:
+    """``base`` with request bodies capped at ``max_body_bytes`` (413 in the route's dialect)
+    and refused (400) when they hold values that could not be stored and read back unchanged.
 
     FastAPI's own ``max_body_size`` answers an oversized Content-Length with a plain-text 413
     sent around the exception handlers, so the limit is enforced here, before FastAPI reads
-    the body: the declared length first, then the bytes as they actually arrive.
+    the body: the declared length first, then the bytes as they actually arrive. Checking
+    the values parses the body a second time: a few milliseconds for the largest (1 MiB),
+    on the write path only.
     """
     too_large = f"The request body exceeds {max_body_bytes} bytes."
 
@@ -65,7 +69,11 @@ def with_body_limit(base: type[DialectRoute], max_body_bytes: int) -> type[Diale
                     if size > max_body_bytes:
                         raise PayloadTooLarge(too_large)
                     chunks.append(chunk)
-                return await handler(Request(request.scope, _replay(b"".join(chunks), request)))
+                body = b"".join(chunks)
+                problems = unstorable_values(body)
+                if problems:
+                    raise BadRequest(f"Invalid {', '.join(problems)}.", problems)
+                return await handler(Request(request.scope, _replay(body, request)))
 
             return limited_handler
 

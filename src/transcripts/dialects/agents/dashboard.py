@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -33,25 +33,17 @@ from transcripts.generated.agents import (
     FormResponseListEnvelope,
     SessionHistoryEnvelope,
 )
+from transcripts.limits import MAX_PAGE, MAX_PAGE_SIZE
 from transcripts.recordings import link_for
+from transcripts.validation import as_utc
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=EnvelopeRoute)
 
-MAX_PAGE_SIZE = 200
-# Far past any real history; keeps OFFSET inside a 64-bit integer.
-MAX_PAGE = 1_000_000
 MAX_ROW_ID = 2**63 - 1
 
 SlugPath = Annotated[str, Path(max_length=64, description="The character's slug.")]
-
-
-def _as_utc(moment: datetime | None) -> datetime | None:
-    # A moment without an offset is read as UTC, the zone every stored time is in.
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 async def get_session_history(
@@ -70,7 +62,7 @@ async def get_session_history(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Response:
-    start, end = _as_utc(start), _as_utc(end)
+    start, end = as_utc(start, "start"), as_utc(end, "end")
     if start is not None and end is not None and end < start:
         raise BadRequest("Invalid end.", {"end": ["Must not be before start."]})
     history = await repository.session_history(

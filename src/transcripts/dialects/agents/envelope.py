@@ -44,6 +44,7 @@ ENVELOPE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Bad request: a malformed id, parameter or body."),
     401: _error("Missing, invalid or expired credentials, or an inactive API key."),
     404: _error("Not found, or not the caller's: the two answers are identical."),
+    431: _error("A credential header, or the header block, is larger than its limit."),
     500: _error("Server error; no internals are disclosed."),
     503: _error("The database cannot be reached; retry shortly."),
 }

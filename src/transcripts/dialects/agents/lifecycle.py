@@ -35,6 +35,7 @@ from transcripts.generated.agents import (
 from transcripts.livekit import LiveKit
 from transcripts.pricing import Usage
 from transcripts.recordings import link_for
+from transcripts.validation import as_utc
 
 __all__ = ["router"]
 
@@ -147,7 +148,7 @@ async def finalize_agent_session(
         session,
         usage,
         settings.prices,
-        ended_at=body.ended_at,
+        ended_at=as_utc(body.ended_at, "ended_at"),
         recording=recording,
     )
     record = await load_session_record(db, session.id)

@@ -20,26 +20,16 @@ from transcripts.dialects.agents.envelope import (
 )
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.hot import HotRead
-from transcripts.dialects.routing import add_slash_agnostic_route, route_class, with_body_limit
+from transcripts.dialects.routing import add_slash_agnostic_route, route_class, with_body_checks
 from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
+from transcripts.limits import MAX_BODY_BYTES
 from transcripts.recordings import RecordingStore, link_for
 
-__all__ = [
-    "HOT_READS",
-    "MAX_BODY_BYTES",
-    "SECURITY",
-    "EnvelopeRoute",
-    "SessionIdPath",
-    "WriteRoute",
-    "router",
-]
-
-# Generous for a batch of 500 turns of everyday speech; the README documents it.
-MAX_BODY_BYTES = 1024 * 1024
+__all__ = ["HOT_READS", "SECURITY", "EnvelopeRoute", "SessionIdPath", "WriteRoute", "router"]
 
 EnvelopeRoute = route_class("EnvelopeRoute", render_envelope_error)
-WriteRoute = with_body_limit(EnvelopeRoute, MAX_BODY_BYTES)
+WriteRoute = with_body_checks(EnvelopeRoute, MAX_BODY_BYTES)
 router = APIRouter(route_class=EnvelopeRoute)
 
 SessionIdPath = Annotated[

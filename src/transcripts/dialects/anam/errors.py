@@ -39,6 +39,7 @@ ANAM_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Bad request - invalid session ID or query parameters."),
     401: _error("Unauthorized - invalid or missing API key or token."),
     404: _error("Not Found - the session does not exist or is not the caller's."),
+    431: _error("A credential header, or the header block, is larger than its limit."),
     500: _error("Server error."),
     503: _error("The database cannot be reached; retry shortly."),
 }

@@ -21,6 +21,7 @@ from transcripts.dialects.routing import add_slash_agnostic_route, route_class
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
+from transcripts.limits import MAX_PAGE, MAX_PER_PAGE
 from transcripts.recordings import link_for
 
 __all__ = ["HOT_READS", "router"]
@@ -30,14 +31,13 @@ router = APIRouter(route_class=AnamRoute)
 
 SessionIdPath = Annotated[uuid.UUID, Path(alias="id", description="Session ID")]
 SECURITY: dict[str, Any] = {"security": [{"BearerAuth": []}, {"ApiKeyAuth": []}]}
-MAX_PER_PAGE = 100
 
 
 def _json(document: Any) -> Response:
     return Response(orjson.dumps(document), media_type="application/json")
 
 
-def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 500, 503)) -> dict[str, Any]:
+def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 431, 500, 503)) -> dict[str, Any]:
     responses: dict[int | str, Any] = {200: {"model": model}}
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
@@ -95,7 +95,7 @@ async def get_session_recording(
 async def list_sessions(
     caller: CallerDep,
     repository: RepositoryDep,
-    page: Annotated[int, Query(ge=1, description="Page number for pagination.")] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number for pagination.")] = 1,
     per_page: Annotated[
         int,
         Query(
@@ -153,5 +153,5 @@ add_slash_agnostic_route(
     operation_id="listSessions",
     summary="List sessions",
     description="Returns a paginated list of the caller's sessions, newest first.",
-    **_docs(SessionList, errors=(400, 401, 500, 503)),
+    **_docs(SessionList, errors=(400, 401, 431, 500, 503)),
 )
