@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -830,3 +831,23 @@ async def _deactivate(factory: Factory, character_id: int) -> None:
         await db.execute(
             update(Character).where(Character.id == character_id).values(is_active=False)
         )
+
+
+async def test_racing_creates_of_one_slug_keep_one_and_answer_409(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    owner = await factory.user()
+    headers = {"Authorization": f"Bearer {factory.token(owner.id)}"}
+    slug = unique("racer")
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/api/ai-characters/", json={"slug": slug, "name": "Racer"}, headers=headers
+            )
+            for _ in range(4)
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [201, 409, 409, 409]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert answer.json()["success"] is False

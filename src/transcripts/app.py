@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -32,6 +32,7 @@ from transcripts.dialects.routing import ErrorRenderer, error_renderer_for, erro
 from transcripts.downloads import router as downloads_router
 from transcripts.errors import (
     BadRequest,
+    Conflict,
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
@@ -143,6 +144,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def database_error(request: Request, exc: Exception) -> Response:
         # Statements run through SQLAlchemy (the write side, listings) land here.
+        if isinstance(exc, IntegrityError):
+            # Two writers raced past the service's own checks (e.g. the same new slug at
+            # once): the database kept one; the other learns the data conflicts.
+            return _render(request, Conflict())
         if is_unavailable(exc):
             logger.warning("database unreachable: %s", type(exc).__name__)
             return _render(request, ServiceUnavailable())
