@@ -64,7 +64,7 @@ bench: $(VENV)/.synced
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)
 soak: $(VENV)/.synced
-	$(VENV)/bin/python bench/soak.py
+	$(VENV)/bin/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) $(BOOTSTRAP) .pytest_cache .mypy_cache .ruff_cache

@@ -21,8 +21,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,14 +28,16 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+
+from bench.load import server
 
 TRANSCRIPTS = str(Path(sys.executable).with_name("transcripts"))
 ADMIN_URL = os.environ.get(
@@ -257,50 +257,6 @@ def run(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-@contextmanager
-def server(env: dict[str, str], log: Path) -> Iterator[str]:
-    with socket_port() as port, log.open("w") as output:
-        process = subprocess.Popen(
-            [TRANSCRIPTS, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_until_ready(base_url, process, log)
-            yield base_url
-        finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@contextmanager
-def socket_port() -> Iterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    yield port
-
-
-def wait_until_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited:\n{log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server was not ready in 30 s:\n{log.read_text()[-2000:]}")
-
-
 async def soak() -> int:
     async with fresh_database() as database_url:
         env = {
@@ -323,7 +279,9 @@ async def soak() -> int:
         ]
         with tempfile.TemporaryDirectory(prefix="transcripts-soak-") as scratch:
             log = Path(scratch) / "server.log"
-            with server(env, log) as base_url:
+            # The benchmark's server runner: same flags, pinned to the server core.
+            with server("soak", [TRANSCRIPTS, "serve"], env, log, log.parent) as running:
+                base_url = running.base_url
                 return await drive(base_url, credentials, log)
 
 
