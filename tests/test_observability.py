@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import select
+import sys
+import time
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import asgi_client, make_settings, running_app
+from tests.conftest import TEST_JWT_SECRET, asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
-from tests.servers import free_port
+from tests.servers import free_port, transcripts_process
+from transcripts.observability import AccessLog
+from transcripts.settings import Settings
 
 SECRET_TEXT = "my card number is 4242 4242 4242 4242"
 
@@ -84,8 +91,15 @@ async def test_metrics_count_by_route_template(client: httpx.AsyncClient, factor
         assert f"transcripts_db_pool_{gauge} " in text
 
 
-async def test_one_json_friendly_log_line_per_request_without_secrets(
-    client: httpx.AsyncClient, factory: Factory, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def access_lines_on(caplog: pytest.LogCaptureFixture) -> None:
+    """The level `transcripts serve` configures (observability.LOGGING_CONFIG)."""
+    caplog.set_level(logging.INFO, logger="transcripts")
+
+
+@pytest.mark.usefixtures("access_lines_on")
+async def test_one_json_log_line_per_request_without_secrets(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     owner = await factory.user()
     session = await factory.session(
@@ -93,7 +107,8 @@ async def test_one_json_friendly_log_line_per_request_without_secrets(
     )
     _, key = await factory.api_key(owner)
     token = factory.token(owner.id)
-    caplog.set_level(logging.INFO, logger="transcripts")
+    app.state.access_log.flush()
+    capsys.readouterr()
 
     await client.get(
         f"/v1/sessions/{session.session_id}/transcript",
@@ -103,19 +118,108 @@ async def test_one_json_friendly_log_line_per_request_without_secrets(
         f"/api/billing/sessions/{session.session_id}/", headers={"Authorization": f"Bearer {token}"}
     )
     await client.get("/v1/sessions", headers={"Authorization": "Bearer not-a-jwt-but-secret"})
+    app.state.access_log.flush()
 
-    access = [record for record in caplog.records if record.name == "transcripts.access"]
-    assert len(access) == 3
-    first = access[0]
-    assert (first.request_id, first.method, first.route, first.status) == (  # type: ignore[attr-defined]
-        "req-42",
-        "GET",
-        "/v1/sessions/{id}/transcript",
+    output = capsys.readouterr().err
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        assert line.pop("duration_ms") > 0
+        assert datetime.fromisoformat(line.pop("time")).utcoffset() == timedelta(0)
+    common = {"level": "INFO", "logger": "transcripts.access", "message": "request"}
+    assert lines == [
+        {
+            **common,
+            "request_id": "req-42",
+            "method": "GET",
+            "route": "/v1/sessions/{id}/transcript",
+            "status": 200,
+        },
+        {
+            **common,
+            "request_id": "suite",
+            "method": "GET",
+            "route": "/api/billing/sessions/{session_id}/",
+            "status": 200,
+        },
+        {**common, "request_id": "suite", "method": "GET", "route": "/v1/sessions", "status": 401},
+    ]
+    for secret in (key, token, SECRET_TEXT, "not-a-jwt-but-secret", str(session.session_id)):
+        assert secret not in output
+
+
+@pytest.mark.usefixtures("access_lines_on")
+async def test_request_lines_are_written_within_a_quarter_second_and_at_shutdown(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async for app in running_app(settings):
+        async with asgi_client(app) as client:
+            await client.get("/healthz", headers={"X-Request-ID": "by-the-timer"})
+            assert "by-the-timer" not in capsys.readouterr().err  # buffered, not yet written
+            await asyncio.sleep(app.state.access_log.flush_after + 0.25)
+            assert '"request_id":"by-the-timer"' in capsys.readouterr().err
+            await client.get("/healthz", headers={"X-Request-ID": "at-shutdown"})
+    assert '"request_id":"at-shutdown"' in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("access_lines_on")
+async def test_the_access_logger_level_turns_request_lines_off(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await client.get("/healthz", headers={"X-Request-ID": "switched-on"})
+    caplog.set_level(logging.WARNING, logger="transcripts.access")
+    await client.get("/healthz", headers={"X-Request-ID": "switched-off"})
+    app.state.access_log.flush()
+    output = capsys.readouterr().err
+    assert "switched-on" in output
+    assert "switched-off" not in output
+
+
+def test_a_served_process_writes_request_lines_to_stderr(sqlite_url: str) -> None:
+    env = {
+        "TRANSCRIPTS_DATABASE_URL": migrate(sqlite_url),
+        "TRANSCRIPTS_JWT_SECRET": TEST_JWT_SECRET,
+    }
+    with transcripts_process("serve", env=env) as server:
+        httpx.get(server.base_url + "/healthz", headers={"X-Request-ID": "from-uvicorn"})
+        deadline = time.monotonic() + 5
+        while not any("from-uvicorn" in line for line in server.output):
+            assert time.monotonic() < deadline, "\n".join(server.output)
+            time.sleep(0.05)
+    [line] = [json.loads(line) for line in server.output if "from-uvicorn" in line]
+    assert (line["logger"], line["route"], line["status"]) == (
+        "transcripts.access",
+        "/healthz",
         200,
     )
-    assert first.duration_ms > 0  # type: ignore[attr-defined]
-    everything = caplog.text + json.dumps(
-        [record.__dict__ for record in caplog.records], default=str
-    )
-    for secret in (key, token, SECRET_TEXT, "not-a-jwt-but-secret", str(session.session_id)):
-        assert secret not in everything
+
+
+@pytest.mark.usefixtures("access_lines_on")
+async def test_request_lines_are_written_whole_at_most_pipe_buf_bytes_a_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers sharing a stderr pipe never interleave halves of their lines."""
+    writes: list[str] = []
+
+    class Stderr:
+        def write(self, text: str) -> None:
+            writes.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    access_log = AccessLog()
+    count = 0
+    while not writes:  # until the buffer fills up: the timer cannot fire inside this loop
+        access_log.request(f"request-{count}", "GET", "/v1/sessions/{id}/transcript", 200, 1.5)
+        count += 1
+    access_log.request("last", "GET", "/healthz", 200, 0.1)
+    access_log.flush()
+
+    assert all(len(text.encode()) <= select.PIPE_BUF and text.endswith("\n") for text in writes)
+    written = [json.loads(line)["request_id"] for text in writes for line in text.splitlines()]
+    assert written == [f"request-{index}" for index in range(count)] + ["last"]
