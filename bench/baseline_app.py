@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,6 +37,7 @@ from transcripts.db.repository import SESSION_SQL, session_from_row
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.anam.mapper import anam_transcript
 from transcripts.domain import SessionRecord
+from transcripts.runtime import settle_garbage_collector
 from transcripts.settings import Settings
 
 __all__ = ["baseline_app", "create_app", "service_pool_bounds"]
@@ -157,10 +157,7 @@ def baseline_app(
         nonlocal fetch
         opener = _postgres if backend == "postgresql" else _sqlite
         async with opener(settings, pool) as fetch:
-            # As the service does after startup: the limit of the stack pays no full
-            # collections over objects that live as long as the process.
-            gc.collect()
-            gc.freeze()
+            settle_garbage_collector()  # as the service does after its startup
             yield
 
     return Starlette(

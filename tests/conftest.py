@@ -191,6 +191,9 @@ def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.Asy
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(app) as client:
         yield client
+    # A key's last_used_at is written after the response. Left pending, a synchronous test
+    # next would stop the loop in the middle of that write and hold SQLite's lock for good.
+    await app.state.key_usage.drain()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +41,7 @@ from transcripts.limits import RequestGuard
 from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
 from transcripts.operations import router as operations_router
 from transcripts.recordings import open_recording_store
+from transcripts.runtime import settle_garbage_collector
 from transcripts.settings import Settings
 from transcripts.validation import field_errors
 
@@ -62,11 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
+            app.state.key_usage = key_usage
             app.state.database = database
             app.state.repository = Repository(database, key_usage)
             app.state.recording_store = await open_recording_store(settings, stack)
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
-            _freeze_startup_objects()
+            settle_garbage_collector()
             yield
 
     app = FastAPI(
@@ -104,19 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
-
-
-def _freeze_startup_objects() -> None:
-    """Keep what startup loaded for good out of the cyclic collector's sight.
-
-    The process then holds about 175,000 objects that live as long as it does (FastAPI's
-    routes and models, SQLAlchemy, botocore's S3 model). A full collection scanned them all,
-    some 100 ms on the benchmark's machine, and a read that allocates as much as a
-    10,000-turn transcript triggers full collections often enough for those pauses to set
-    p99. Frozen, they are skipped; whatever becomes garbage later is collected as before.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def _renderer_by_prefix(path: str) -> ErrorRenderer:
