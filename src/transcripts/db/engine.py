@@ -12,15 +12,14 @@ checkin took 80-90 µs of CPU that way and 37 µs without greenlets, where a who
 transcript read takes about 200. SQLAlchemy's pool code is synchronous, and taking an idle,
 live connection out and putting it back involve no I/O, so those run directly; whatever
 needs the database (connecting, reconnecting, waiting for a free connection, closing one,
-rolling back) runs in a greenlet as before. Which of the two a checkout will be is known
-from the pool's events (``_LiveConnections``), not found out by trying.
+rolling back) runs in a greenlet as before. Which of the two a checkout will be is read off
+the entry the pool would hand out (``_hands_out_a_live_connection``), not found by trying.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -35,7 +34,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState, QueuePool
+from sqlalchemy.pool import (
+    ConnectionPoolEntry,
+    Pool,
+    PoolProxiedConnection,
+    PoolResetState,
+    QueuePool,
+)
 from sqlalchemy.util import greenlet_spawn
 
 from transcripts.errors import ServiceUnavailable
@@ -88,7 +93,6 @@ class Database:
         if self.backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "reset", _sqlite_rollback_if_open)
-        self._live_connections = _LiveConnections(self.engine.sync_engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
@@ -105,13 +109,14 @@ class Database:
         """
         for attempt in (1, 2):
             try:
-                pooled = await self._checkout()
+                pool = self.engine.pool  # the one the connection goes back to, even mid-dispose
+                pooled = await self._checkout(pool)
                 released = False
                 try:
                     row = await self._fetch_row(
                         pooled.driver_connection, sql, postgres_args, sqlite_params
                     )
-                    released = self._checkin_without_io(pooled)
+                    released = _checkin_without_io(pool, pooled)
                     return row
                 except TimeoutError as exc:
                     # No answer within the command timeout: the connection's state is
@@ -135,31 +140,12 @@ class Database:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _checkout(self) -> PoolProxiedConnection:
-        pool = self.engine.pool
-        if (
-            isinstance(pool, QueuePool)
-            and pool.checkedin()  # one is idle: nothing to wait for, nothing to open
-            and self._live_connections.all_live(pool)  # nothing to reconnect
-        ):
+    async def _checkout(self, pool: Pool) -> PoolProxiedConnection:
+        if isinstance(pool, QueuePool) and _hands_out_a_live_connection(pool):
             return pool.connect()
         # The pool's own checkout and checkin, without the Connection facade that
         # engine.connect() wraps around them.
         return await self.engine.raw_connection()
-
-    def _checkin_without_io(self, pooled: PoolProxiedConnection) -> bool:
-        """Put ``pooled`` back now, if that takes no I/O; say whether it did."""
-        pool = self.engine.pool
-        if (
-            isinstance(pool, QueuePool)
-            # Room in the pool: nothing is closed (an overflow connection would be).
-            and pool.checkedin() < pool.size()
-            # Nothing to roll back: the read ran outside a transaction.
-            and not _in_transaction(pooled.driver_connection)
-        ):
-            pooled.close()
-            return True
-        return False
 
     async def _fetch_row(
         self,
@@ -215,34 +201,40 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class _LiveConnections:
-    """Whether every connection the pool holds is known to be live, from its events.
+def _hands_out_a_live_connection(pool: QueuePool) -> bool:
+    """Whether ``pool.connect()`` would hand out an idle connection as it is, with no I/O.
 
-    A connection is known live once it has been connected or checked out since the last
-    invalidation anywhere in the pool: one invalidation may have marked all the others stale
-    (a lost database invalidates the pool's whole generation), and a stale connection
-    reconnects at its next checkout, which is I/O. Until every connection has been through
-    a checkout again, checkouts take the greenlet.
+    That is: one is idle (nothing to wait for, nothing to open), and the entry the queue gives
+    next holds a connection that no invalidation, recycling or pre-ping would make the pool
+    reconnect or ping. The pool's public API does not tell, so this reads its queue and asks
+    the entry with the pool's own test. Should a SQLAlchemy release move these internals, the
+    answer is "no": reads take the greenlet, slower but right, and tests/test_pool.py fails.
     """
+    try:
+        if pool._recycle > -1 or pool._pre_ping:
+            return False
+        queue: Any = pool._pool  # AsyncAdaptedQueue, over an asyncio.Queue and its deque
+        idle = queue._queue._queue
+        if not idle:
+            return False
+        entry = idle[-1] if queue.use_lifo else idle[0]
+        return not entry._is_hard_or_soft_invalidated()
+    except AttributeError:
+        return False
 
-    def __init__(self, engine: Any) -> None:
-        self._known: weakref.WeakSet[ConnectionPoolEntry] = weakref.WeakSet()
-        event.listen(engine, "connect", self._connected)
-        event.listen(engine, "checkout", self._checked_out)
-        event.listen(engine, "invalidate", self._invalidated)
-        event.listen(engine, "soft_invalidate", self._invalidated)
 
-    def all_live(self, pool: QueuePool) -> bool:
-        return len(self._known) >= pool.checkedin() + pool.checkedout()
-
-    def _connected(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        self._known.add(record)
-
-    def _checked_out(self, _dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
-        self._known.add(record)
-
-    def _invalidated(self, _dbapi_connection: Any, _record: Any, _exception: Any) -> None:
-        self._known.clear()
+def _checkin_without_io(pool: Pool, pooled: PoolProxiedConnection) -> bool:
+    """Put ``pooled`` back into ``pool`` now, if that takes no I/O; say whether it did."""
+    if (
+        isinstance(pool, QueuePool)
+        # Room in the pool: nothing is closed (an overflow connection would be).
+        and pool.checkedin() < pool.size()
+        # Nothing to roll back: the read ran outside a transaction.
+        and not _in_transaction(pooled.driver_connection)
+    ):
+        pooled.close()
+        return True
+    return False
 
 
 def _in_transaction(driver: Any) -> bool:
