@@ -9,6 +9,7 @@ import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
@@ -55,6 +56,15 @@ async def _settled(app: FastAPI) -> None:
     assert (pool.checkedout(), pool.checkedin()) == (0, 2)
 
 
+async def _warmed_up(
+    app: FastAPI, client: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> None:
+    """Both connections of the small pool opened by concurrent reads, and idle again."""
+    warm = await asyncio.gather(*(client.get(path, headers=headers) for _ in range(4)))
+    assert {response.status_code for response in warm} == {200}
+    await _settled(app)
+
+
 def _count_slow_checkouts(monkeypatch: pytest.MonkeyPatch) -> tuple[list[object], list[object]]:
     """Checkouts through engine.raw_connection(), and greenlets the read starts itself."""
     slow_checkouts: list[object] = []
@@ -80,9 +90,7 @@ async def test_steady_reads_borrow_idle_connections_without_a_greenlet(
 ) -> None:
     path, headers = await _owned_transcript(small_pool_app)
     async with asgi_client(small_pool_app) as client:
-        warm = await asyncio.gather(*(client.get(path, headers=headers) for _ in range(4)))
-        assert {response.status_code for response in warm} == {200}
-        await _settled(small_pool_app)
+        await _warmed_up(small_pool_app, client, path, headers)
         slow_checkouts, spawned = _count_slow_checkouts(monkeypatch)
         for _ in range(5):
             assert (await client.get(path, headers=headers)).status_code == 200
@@ -95,9 +103,7 @@ async def test_after_an_invalidation_only_the_reconnect_takes_a_greenlet(
     path, headers = await _owned_transcript(small_pool_app)
     engine: AsyncEngine = small_pool_app.state.database.engine
     async with asgi_client(small_pool_app) as client:
-        warm = await asyncio.gather(*(client.get(path, headers=headers) for _ in range(4)))
-        assert {response.status_code for response in warm} == {200}
-        await _settled(small_pool_app)
+        await _warmed_up(small_pool_app, client, path, headers)
         # One connection dropped, as when the database hangs up on it: the next checkout
         # of its pool entry has to reconnect.
         pooled = await engine.raw_connection()
