@@ -14,11 +14,13 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_JWT_SECRET, asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
 from tests.servers import free_port, transcripts_process
-from transcripts.observability import AccessLog
+from transcripts.observability import LATENCY_BUCKETS, AccessLog, Metrics
 from transcripts.settings import Settings
 
 SECRET_TEXT = "my card number is 4242 4242 4242 4242"
@@ -89,6 +91,65 @@ async def test_metrics_count_by_route_template(client: httpx.AsyncClient, factor
     assert str(session.session_id) not in text  # ids never become labels
     for gauge in ("size", "checked_out", "checked_in", "overflow"):
         assert f"transcripts_db_pool_{gauge} " in text
+
+
+def test_metrics_expose_what_prometheus_clients_own_types_would() -> None:
+    """Metrics keeps plain numbers; scrapers must see what Counter and Histogram write."""
+    metrics = Metrics()
+    registry = CollectorRegistry()
+    requests = Counter(
+        "transcripts_http_requests",
+        "HTTP requests, by route template, method and status.",
+        ["route", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "transcripts_http_request_duration_seconds",
+        "Time to answer, by route template and method.",
+        ["route", "method"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    # Bucket bounds themselves (le is inclusive), between them, past the last, and zero.
+    observations = [
+        ("/v1/sessions/{id}/transcript", "GET", 200, seconds)
+        for seconds in (0.0, 0.001, 0.0010001, 0.0031, 0.0031, 0.25, 9.99, 10.0, 10.5, 42.0)
+    ] + [
+        ("/v1/sessions/{id}/transcript", "GET", 404, 0.002),
+        ("/api/agents/agent-session/", "POST", 201, 0.02),
+    ]
+    for route, method, status, seconds in observations:
+        metrics.observe(route, method, status, seconds)
+        requests.labels(route, method, str(status)).inc()
+        latency.labels(route, method).observe(seconds)
+
+    def exposed(source: CollectorRegistry) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        text = generate_latest(source).decode()
+        return sorted(
+            (sample.name, tuple(sorted(sample.labels.items())), round(sample.value, 9))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if not sample.name.endswith("_created")  # when each series began: differs
+        )
+
+    ours = exposed(metrics.registry)
+    assert ours == exposed(registry)
+    transcript = (("method", "GET"), ("route", "/v1/sessions/{id}/transcript"))
+    buckets = {
+        dict(labels)["le"]: value
+        for name, labels, value in ours
+        if name.endswith("_bucket") and set(transcript) <= set(labels)
+    }
+    # le is inclusive: 0.0 and 0.001 itself; 0.0010001 is in the next bucket.
+    assert (buckets["0.001"], buckets["0.0025"], buckets["10.0"], buckets["+Inf"]) == (2, 4, 9, 11)
+    text = generate_latest(metrics.registry).decode()
+    created = {
+        line.split("{")[0] for line in text.splitlines() if line.split("{")[0].endswith("_created")
+    }
+    assert created == {
+        "transcripts_http_requests_created",
+        "transcripts_http_request_duration_seconds_created",
+    }
 
 
 @pytest.fixture
