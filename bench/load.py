@@ -9,15 +9,16 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-__all__ = ["Server", "WrkResult", "peak_rss_while", "run_wrk", "server"]
+__all__ = ["Server", "WrkResult", "combine", "peak_rss_while", "run_wrk", "server"]
 
+QUANTILES_SCRIPT = Path(__file__).with_name("quantiles.lua")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "0")
 LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "1")
 
@@ -88,6 +89,9 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: int  # HTTP status >= 400, plus socket errors and timeouts
+    seconds: float
+    # (percent, ms): the run's latency distribution, sampled (bench/quantiles.lua)
+    quantiles: tuple[tuple[float, float], ...] = ()
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -111,13 +115,48 @@ def _parse(output: str) -> WrkResult:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
     statuses = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    requests = int(number(r"(\d+) requests in"))
+    requests_per_second = float(number(r"Requests/sec:\s+([\d.]+)"))
     return WrkResult(
-        requests_per_second=float(number(r"Requests/sec:\s+([\d.]+)")),
+        requests_per_second=requests_per_second,
         p50_ms=_latency_ms(number(r"\n\s+50%\s+(\S+)")),
         p99_ms=_latency_ms(number(r"\n\s+99%\s+(\S+)")),
-        requests=int(number(r"(\d+) requests in")),
+        requests=requests,
         errors=(int(statuses[1]) if statuses else 0)
         + (sum(int(group) for group in socket_errors.groups()) if socket_errors else 0),
+        seconds=requests / requests_per_second if requests_per_second else 0.0,
+        quantiles=tuple(
+            (float(percent), int(microseconds) / 1000)
+            for percent, microseconds in re.findall(r"^quantile ([\d.]+) (\d+)$", output, re.M)
+        ),
+    )
+
+
+def combine(runs: Sequence[WrkResult]) -> WrkResult:
+    """Several runs against one server as one: their requests and time summed, their
+    latency percentiles those of all their requests together (to the quantiles' grain)."""
+    requests = sum(run.requests for run in runs)
+    seconds = sum(run.seconds for run in runs)
+
+    def percentile(percent: float) -> float:
+        # The smallest sampled latency at or below which `percent` of all requests fall.
+        wanted = percent / 100 * requests
+        for value in sorted({value for run in runs for _, value in run.quantiles}):
+            at_or_below = sum(
+                run.requests * max((p for p, v in run.quantiles if v <= value), default=0) / 100
+                for run in runs
+            )
+            if at_or_below >= wanted - 1e-9:
+                return value
+        raise ValueError("runs without quantiles (bench/quantiles.lua)")
+
+    return WrkResult(
+        requests_per_second=requests / seconds,
+        p50_ms=percentile(50),
+        p99_ms=percentile(99),
+        requests=requests,
+        errors=sum(run.errors for run in runs),
+        seconds=seconds,
     )
 
 
@@ -137,6 +176,8 @@ def run_wrk(url: str, headers: Mapping[str, str], seconds: int, connections: int
         f"-d{seconds}s",
         "--timeout",
         "30s",
+        "--script",
+        str(QUANTILES_SCRIPT),
         *header_args,
         url,
     ]

@@ -1,7 +1,8 @@
 """``make bench``: the service (S) against its baseline (B0) under wrk, on PostgreSQL and SQLite.
 
 For every transcript size x dialect x credential kind, B0 and S are loaded alternately from
-the same run, ``BENCH_ROUNDS`` rounds, and the medians are reported. Then: the lookup at two
+the same run, in short runs that alternate within each of ``BENCH_ROUNDS`` rounds, and the
+medians are reported. Then: the lookup at two
 scales, and the service's peak memory while 16 clients read the 10,000-turn transcript.
 
 Environment: ``BENCH_QUICK=1`` (one short round, for development), ``BENCH_ROUNDS``,
@@ -15,6 +16,7 @@ generated part of ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import secrets
@@ -33,7 +35,7 @@ import httpx
 
 from bench.baseline_app import service_pool_bounds
 from bench.data import SIZES, Fixture, prepare_postgres, prepare_sqlite
-from bench.load import Server, WrkResult, peak_rss_while, run_wrk, server
+from bench.load import Server, WrkResult, combine, peak_rss_while, run_wrk, server
 from bench.lookup import LookupCost, compare_lookups
 from transcripts.auth import mint_access_token
 from transcripts.settings import Settings
@@ -178,6 +180,20 @@ def check_same_bodies(cells: list[Cell], b0: Server, s: Server, credentials: Cre
 # ---------------------------------------------------------------- measuring
 
 
+def slices(seconds: int, rate: float, config: Config) -> list[int]:
+    """How a round's ``seconds`` per server are cut into runs, alternated between B0 and S.
+
+    The speed of this shared virtual machine drifts by 10-20% from one few-second stretch to
+    the next, more than the differences to be measured; alternating often puts both servers
+    in the same stretches. But wrk drops the requests in flight when a run ends, so a run must
+    last 20 times a request's latency (connections / rate) for that to cost under 5%, of
+    both servers alike.
+    """
+    shortest = max(1, math.ceil(20 * config.connections / max(rate, 1.0)))
+    count = max(1, seconds // shortest)
+    return [seconds // count + (1 if index < seconds % count else 0) for index in range(count)]
+
+
 def measure(
     config: Config, cells: list[Cell], b0: Server, s: Server, credentials: Credentials
 ) -> list[CellResult]:
@@ -188,12 +204,20 @@ def measure(
             sides = [("b0", b0, baseline_request), ("s", s, service_request)]
             if (round_number + position) % 2:
                 sides.reverse()  # alternate who goes first, so drift cancels out
+            urls = {}
+            rates = []
             for side, target, request in sides:
                 path, headers = request(cell, credentials)
-                url = target.base_url + path
-                run_wrk(url, headers, config.warmup_seconds, config.connections)
-                measured = run_wrk(url, headers, config.seconds, config.connections)
-                getattr(result, side).append(measured)
+                urls[side] = (target.base_url + path, headers)
+                warmup = run_wrk(*urls[side], config.warmup_seconds, config.connections)
+                rates.append(warmup.requests_per_second)
+            runs: dict[str, list[WrkResult]] = {"b0": [], "s": []}
+            for number, seconds in enumerate(slices(config.seconds, min(rates), config)):
+                # B0, S, S, B0, ...: the two share every stretch of the machine's time.
+                for side, _, _ in sides if number % 2 == 0 else sides[::-1]:
+                    runs[side].append(run_wrk(*urls[side], seconds, config.connections))
+            result.b0.append(combine(runs["b0"]))
+            result.s.append(combine(runs["s"]))
             log(
                 f"round {round_number + 1}/{config.rounds} {cell.backend} {cell.turns:>6} turns"
                 f" {cell.dialect:<6} {KIND_LABELS[cell.kind]:<7}"

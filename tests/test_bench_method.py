@@ -1,0 +1,78 @@
+"""The benchmark's own arithmetic: how a round is cut into runs, and how runs are merged."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.load import WrkResult, _parse, combine
+from bench.run import Config, slices
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.31ms    1.90ms  16.32ms   72.10%
+  Latency Distribution
+     50%    5.20ms
+     75%    6.07ms
+     90%    7.40ms
+     99%    9.59ms
+  758 requests in 1.00s, 1.19MB read
+Requests/sec:    756.98
+Transfer/sec:      1.19MB
+quantile 0.5 1181
+quantile 50.0 5200
+quantile 99.0 9585
+quantile 99.9 13159
+"""
+
+
+def _run(requests: int, seconds: float, quantiles: dict[float, float]) -> WrkResult:
+    return WrkResult(
+        requests_per_second=requests / seconds,
+        p50_ms=quantiles[50.0],
+        p99_ms=quantiles[99.0],
+        requests=requests,
+        errors=0,
+        seconds=seconds,
+        quantiles=tuple(sorted(quantiles.items())),
+    )
+
+
+def test_wrk_output_with_the_quantile_script_is_read() -> None:
+    run = _parse(WRK_OUTPUT)
+    assert (run.requests, run.requests_per_second, run.p50_ms, run.p99_ms) == (
+        758,
+        756.98,
+        5.2,
+        9.59,
+    )
+    assert run.quantiles == ((0.5, 1.181), (50.0, 5.2), (99.0, 9.585), (99.9, 13.159))
+    assert run.seconds == pytest.approx(1.0013, abs=1e-4)
+
+
+def test_one_run_combined_is_itself() -> None:
+    run = _run(1000, 1.0, {50.0: 2.0, 99.0: 7.0, 99.9: 9.0})
+    alone = combine([run])
+    assert (alone.requests_per_second, alone.p50_ms, alone.p99_ms) == (1000.0, 2.0, 7.0)
+
+
+def test_runs_combine_as_all_their_requests_together() -> None:
+    fast = _run(900, 1.0, {50.0: 1.0, 99.0: 2.0, 100.0: 3.0})
+    slow = _run(100, 1.0, {50.0: 10.0, 99.0: 20.0, 100.0: 30.0})
+    both = combine([fast, slow])
+    assert (both.requests, both.requests_per_second) == (1000, 500.0)
+    # Half of all requests are at or below 1 ms (450 of 1,000): the median is the next step.
+    assert both.p50_ms == 2.0
+    # 900 are at or below 3 ms, 950 at or below 10: the 990th request is in the slow run.
+    assert both.p99_ms == 20.0
+
+
+def test_a_round_is_cut_into_runs_long_against_a_requests_latency() -> None:
+    config = Config.from_env()
+    assert config.connections == 16
+    assert slices(5, 3_000, config) == [1, 1, 1, 1, 1]  # 100 turns
+    assert slices(5, 320, config) == [1, 1, 1, 1, 1]  # 1,000 turns, Anam
+    assert slices(5, 200, config) == [3, 2]
+    assert slices(5, 60, config) == [5]  # 10,000 turns
+    assert slices(5, 0, config) == [5]  # nothing answered: one run, as before
+    assert sum(slices(7, 150, config)) == 7
