@@ -55,11 +55,11 @@ generate: $(VENV)/.synced
 openapi: $(VENV)/.synced
 	$(VENV)/bin/python -c "import json; from transcripts.app import openapi_document; print(json.dumps(openapi_document(), indent=2))" > openapi/service.json
 
-## bench: the service against its bare baseline under wrk (bench/RESULTS.md); BENCH_QUICK=1 for a short run
+## bench: the service against its bare baseline under wrk and callgrind (bench/RESULTS.md); BENCH_QUICK=1 for a short run
 bench: $(VENV)/.synced
-	@command -v wrk >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
-		else echo "make bench needs wrk: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+	@for tool in wrk valgrind; do command -v $$tool >/dev/null && continue; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y $$tool || { apt-get update && apt-get install -y $$tool; }; \
+		else echo "make bench needs $$tool: sudo apt-get install -y $$tool" >&2; exit 1; fi; done
 	$(VENV)/bin/python -m bench.run
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["Server", "WrkResult", "combine", "peak_rss_while", "run_wrk", "server"]
+__all__ = [
+    "Server",
+    "WrkResult",
+    "combine",
+    "peak_rss_while",
+    "pin_to_load_core",
+    "run_wrk",
+    "server",
+]
 
 QUANTILES_SCRIPT = Path(__file__).with_name("quantiles.lua")
 SERVER_CPU = os.environ.get("BENCH_SERVER_CPU", "0")
@@ -185,6 +193,24 @@ def run_wrk(url: str, headers: Mapping[str, str], seconds: int, connections: int
         command, capture_output=True, text=True, check=True, timeout=seconds + 60
     )
     return _parse(completed.stdout)
+
+
+def pin_to_load_core(pids: Sequence[int]) -> int:
+    """Move processes (the database's backends) onto the load generator's core; how many moved.
+
+    Left to the scheduler, PostgreSQL's backends ran on the server's core a varying part of
+    the time, taking a varying share of it: two identical B0 processes measured against each
+    other differed by up to 15% a round that way. Raises PermissionError where the processes
+    are not ours to move (another user's server, without root).
+    """
+    moved = 0
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, {int(LOAD_CPU)})
+            moved += 1
+        except ProcessLookupError:
+            pass  # the connection closed since it was listed
+    return moved
 
 
 def _rss_kib(pid: int) -> int:

@@ -2,11 +2,13 @@
 
 For every transcript size x dialect x credential kind, B0 and S are loaded alternately from
 the same run, in short runs that alternate within each of ``BENCH_ROUNDS`` rounds, and the
-medians are reported. Then: the lookup at two
-scales, and the service's peak memory while 16 clients read the 10,000-turn transcript.
+medians are reported. Then: the instructions each executes per read, counted by callgrind
+(``instructions.py``), the lookup at two scales, and the service's peak memory while 16
+clients read the 10,000-turn transcript.
 
 Environment: ``BENCH_QUICK=1`` (one short round, for development), ``BENCH_ROUNDS``,
-``BENCH_SECONDS``, ``BENCH_BACKENDS`` (``postgresql,sqlite``), ``BENCH_SIZES``,
+``BENCH_SECONDS``, ``BENCH_INSTRUCTIONS`` (``0`` skips callgrind; the default in a quick
+run), ``BENCH_BACKENDS`` (``postgresql,sqlite``), ``BENCH_SIZES``,
 ``BENCH_SESSIONS`` (100000), ``BENCH_DATABASE`` (``transcripts_bench``),
 ``BENCH_POSTGRES_ADMIN_URL``, ``BENCH_SERVICE_SRC`` (measure the service from another
 ``src/`` directory, e.g. an older commit's). A full run of this version rewrites the
@@ -25,17 +27,30 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from bench.baseline_app import service_pool_bounds
 from bench.data import SIZES, Fixture, prepare_postgres, prepare_sqlite
-from bench.load import Server, WrkResult, combine, peak_rss_while, run_wrk, server
+from bench.instructions import InstructionCount, PlannedCell, count_instructions
+from bench.load import (
+    LOAD_CPU,
+    SERVER_CPU,
+    Server,
+    WrkResult,
+    combine,
+    peak_rss_while,
+    pin_to_load_core,
+    run_wrk,
+    server,
+)
 from bench.lookup import LookupCost, compare_lookups
 from transcripts.auth import mint_access_token
 from transcripts.settings import Settings
@@ -66,6 +81,7 @@ class Config:
     sizes: tuple[int, ...]
     admin_dsn: str
     database: str
+    instructions: bool  # count instructions per read under callgrind, too
 
     @classmethod
     def from_env(cls) -> Config:
@@ -74,7 +90,7 @@ class Config:
         return cls(
             quick=quick,
             rounds=int(os.environ.get("BENCH_ROUNDS", 1 if quick else 3)),
-            seconds=int(os.environ.get("BENCH_SECONDS", 2 if quick else 5)),
+            seconds=int(os.environ.get("BENCH_SECONDS", 2 if quick else 10)),
             warmup_seconds=1,
             connections=16,
             sessions=int(os.environ.get("BENCH_SESSIONS", 100_000)),
@@ -84,6 +100,7 @@ class Config:
                 "BENCH_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
             ),
             database=os.environ.get("BENCH_DATABASE", "transcripts_bench"),
+            instructions=os.environ.get("BENCH_INSTRUCTIONS", "0" if quick else "1") != "0",
         )
 
 
@@ -180,22 +197,102 @@ def check_same_bodies(cells: list[Cell], b0: Server, s: Server, credentials: Cre
 # ---------------------------------------------------------------- measuring
 
 
+# A run of a slow cell may be longer than the round's seconds, up to this.
+LONGEST_RUN_SECONDS = 30
+
+
 def slices(seconds: int, rate: float, config: Config) -> list[int]:
     """How a round's ``seconds`` per server are cut into runs, alternated between B0 and S.
 
     The speed of this shared virtual machine drifts by 10-20% from one few-second stretch to
     the next, more than the differences to be measured; alternating often puts both servers
-    in the same stretches. But wrk drops the requests in flight when a run ends, so a run must
-    last 20 times a request's latency (connections / rate) for that to cost under 5%, of
-    both servers alike.
+    in the same stretches. But wrk drops the requests in flight when a run ends (all
+    ``connections`` start together, so a run counts whole latencies per connection): a run
+    must last 20 times a request's latency (connections / rate) for that to cost under 5%,
+    of both servers alike. Where one such run is longer than ``seconds`` (10,000 turns),
+    the cell gets one run of that length: at 5 s, a 10,000-turn Anam cell counted 5 or 6
+    requests a connection depending on a few milliseconds of latency, 17% apart.
     """
-    shortest = max(1, math.ceil(20 * config.connections / max(rate, 1.0)))
-    count = max(1, seconds // shortest)
+    if rate <= 0:
+        return [seconds]  # nothing answered: nothing to size the runs by
+    shortest = math.ceil(20 * config.connections / rate)
+    if shortest >= seconds:
+        return [min(shortest, LONGEST_RUN_SECONDS)]
+    count = seconds // shortest
     return [seconds // count + (1 if index < seconds % count else 0) for index in range(count)]
 
 
+def warm_up(url: str, headers: dict[str, str], config: Config) -> WrkResult:
+    """A short run that opens the server's pool to the clients' count and measures its rate.
+
+    A second, longer one follows where the first completed fewer requests than there are
+    connections (a 10,000-turn Anam read can take longer than the first run): the rate it
+    returns sizes the measured runs.
+    """
+    warmup = run_wrk(url, headers, config.warmup_seconds, config.connections)
+    if warmup.requests < config.connections:
+        warmup = run_wrk(url, headers, 3 * config.warmup_seconds, config.connections)
+    return warmup
+
+
+def database_backends(config: Config) -> list[int]:
+    """The process ids of the PostgreSQL backends connected to the bench database."""
+
+    async def listed() -> list[int]:
+        admin = await asyncpg.connect(config.admin_dsn, timeout=5)
+        try:
+            rows = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type ="
+                " 'client backend'",
+                config.database,
+            )
+        finally:
+            await admin.close()
+        return [row["pid"] for row in rows]
+
+    return asyncio.run(listed())
+
+
+class BackendPinning:
+    """Keeps the bench database's backends on the load core, away from the measured server.
+
+    The backends that serve the servers' pools are moved after every warm-up (a pool may
+    open connections as it warms up). PostgreSQL on the same machine but not ours to move
+    leaves them where the scheduler puts them, and the report says so.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.refused = False
+        self.moved: set[int] = set()
+
+    def __call__(self) -> None:
+        if self.refused:
+            return
+        try:
+            pids = [pid for pid in database_backends(self.config) if pid not in self.moved]
+            pin_to_load_core(pids)
+            self.moved.update(pids)
+        except PermissionError:
+            self.refused = True
+            log("PostgreSQL's backends cannot be moved here: they share the server's core")
+
+    def describe(self) -> str:
+        if self.refused or not self.moved:
+            return "PostgreSQL's backends not pinned (not ours to move): they float over both cores"
+        return (
+            f"PostgreSQL's backends for the servers' connections pinned to core {LOAD_CPU} with"
+            f" wrk, so the server under measurement has core {SERVER_CPU} to itself"
+        )
+
+
 def measure(
-    config: Config, cells: list[Cell], b0: Server, s: Server, credentials: Credentials
+    config: Config,
+    cells: list[Cell],
+    b0: Server,
+    s: Server,
+    credentials: Credentials,
+    after_warm_up: Callable[[], None] = lambda: None,
 ) -> list[CellResult]:
     results = [CellResult(cell) for cell in cells]
     for round_number in range(config.rounds):
@@ -209,8 +306,8 @@ def measure(
             for side, target, request in sides:
                 path, headers = request(cell, credentials)
                 urls[side] = (target.base_url + path, headers)
-                warmup = run_wrk(*urls[side], config.warmup_seconds, config.connections)
-                rates.append(warmup.requests_per_second)
+                rates.append(warm_up(*urls[side], config).requests_per_second)
+            after_warm_up()
             runs: dict[str, list[WrkResult]] = {"b0": [], "s": []}
             for number, seconds in enumerate(slices(config.seconds, min(rates), config)):
                 # B0, S, S, B0, ...: the two share every stretch of the machine's time.
@@ -417,21 +514,43 @@ def memory_section(memory: list[Memory], connections: int) -> list[str]:
     ]
 
 
+def instructions_section(counts: list[tuple[Cell, InstructionCount]]) -> list[str]:
+    return [
+        "Counted by callgrind in process, 16 concurrent clients, after a warm-up"
+        " (`instructions.py`): the one figure here that does not move with the machine.",
+        "",
+        "| backend | turns | dialect | credential | B0 instructions | S instructions"
+        " | **S/B0** | S - B0 |",
+        "|---|--:|---|---|--:|--:|--:|--:|",
+        *(
+            f"| {cell.backend} | {cell.turns:,} | {cell.dialect} | {KIND_LABELS[cell.kind]}"
+            f" | {count.baseline:,.0f} | {count.service:,.0f}"
+            f" | **{count.service / count.baseline:.3f}**"
+            f" | {count.service - count.baseline:+,.0f} |"
+            for cell, count in counts
+        ),
+    ]
+
+
 def report(
     config: Config,
     results: list[CellResult],
     lookups: tuple[LookupCost, LookupCost] | None,
     memory: list[Memory],
+    instructions: list[tuple[Cell, InstructionCount]],
     started: datetime,
+    notes: list[str],
 ) -> str:
     minutes = (datetime.now(UTC) - started).total_seconds() / 60
     lines = [
         f"Run of {started:%Y-%m-%d %H:%M} UTC ({minutes:.0f} min):"
-        f" {config.rounds} round(s) of {config.seconds} s per server and cell after a"
-        f" {config.warmup_seconds} s warm-up, {config.connections} connections, 1 uvicorn"
-        f" worker each, {config.sessions:,} sessions in the database.",
+        f" {config.rounds} round(s) of {config.seconds} s per server and cell (longer where a"
+        f" request takes over 1/20 of a run), after a {config.warmup_seconds} s warm-up,"
+        f" {config.connections} connections, 1 uvicorn worker each, {config.sessions:,}"
+        " sessions in the database.",
         "",
         *_machine(),
+        *(f"- {note}" for note in notes),
         "",
         *table(results),
     ]
@@ -439,6 +558,8 @@ def report(
         lines += ["", "### Lookup cost and plan", "", *lookup_section(*lookups)]
     if memory:
         lines += ["", "### Peak memory", "", *memory_section(memory, config.connections)]
+    if instructions:
+        lines += ["", "### Instructions per read", "", *instructions_section(instructions)]
     return "\n".join(lines) + "\n"
 
 
@@ -460,20 +581,31 @@ def save(text: str, config: Config, started: datetime) -> Path:
 # ---------------------------------------------------------------- main
 
 
-def require_tools() -> None:
-    missing = [tool for tool in ("wrk", "taskset") if shutil.which(tool) is None]
+def require_tools(config: Config) -> None:
+    needed = ["wrk", "taskset"] + (["valgrind", "callgrind_control"] if config.instructions else [])
+    missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         raise SystemExit(
-            f"bench needs {', '.join(missing)}: apt-get install -y wrk util-linux"
-            " (make bench installs wrk when it runs as root)"
+            f"bench needs {', '.join(missing)}: apt-get install -y wrk util-linux valgrind"
+            " (make bench installs wrk and valgrind when it runs as root;"
+            " BENCH_INSTRUCTIONS=0 goes without valgrind)"
         )
     if (os.cpu_count() or 1) < 2:
         raise SystemExit("bench pins the server and wrk to different cores: it needs two")
 
 
+@dataclass
+class BackendRun:
+    results: list[CellResult]
+    fixture: Fixture
+    servers: dict[str, Server]
+    credentials: Credentials
+    instructions: list[tuple[Cell, InstructionCount]]
+
+
 def run_backend(
-    config: Config, backend: str, stack: ExitStack
-) -> tuple[list[CellResult], Fixture, dict[str, Server], Credentials]:
+    config: Config, backend: str, stack: ExitStack, pinning: BackendPinning
+) -> BackendRun:
     if backend == "postgresql":
         fixture = asyncio.run(
             prepare_postgres(config.admin_dsn, config.database, config.sessions, log)
@@ -490,12 +622,40 @@ def run_backend(
     b0, s = servers_for(stack, backend, url, fixture, secret)
     cells = cells_for(backend, config.sizes)
     check_same_bodies(cells, b0, s, credentials)
-    return measure(config, cells, b0, s, credentials), fixture, {"B0": b0, "S": s}, credentials
+    # SQLite runs inside the server's process, on its core.
+    after_warm_up = pinning if backend == "postgresql" else lambda: None
+    results = measure(config, cells, b0, s, credentials, after_warm_up)
+    instructions = []
+    if config.instructions:
+        log(f"instructions per read under callgrind, {backend}")
+        labelled = {
+            f"{cell.backend}-{cell.turns}-{cell.dialect}-{cell.kind}": cell for cell in cells
+        }
+        counts = count_instructions(
+            [
+                PlannedCell(
+                    label,
+                    cell.turns,
+                    service_request(cell, credentials),
+                    baseline_request(cell, credentials),
+                )
+                for label, cell in labelled.items()
+            ],
+            database_url=url,
+            jwt_secret=secret,
+            key_hash=fixture.api_key_hash,
+            user_id=fixture.user_id,
+            pool=service_pool_bounds(token_settings),
+            work_dir=RESULTS / f"callgrind-{backend}",
+            cpus=(SERVER_CPU, LOAD_CPU),
+        )
+        instructions = [(labelled[count.label], count) for count in counts]
+    return BackendRun(results, fixture, {"B0": b0, "S": s}, credentials, instructions)
 
 
 def main() -> None:
-    require_tools()
     config = Config.from_env()
+    require_tools(config)
     started = datetime.now(UTC)
     RESULTS.mkdir(parents=True, exist_ok=True)
     log(
@@ -505,13 +665,17 @@ def main() -> None:
     results: list[CellResult] = []
     lookups = None
     memory: list[Memory] = []
+    instructions: list[tuple[Cell, InstructionCount]] = []
+    pinning = BackendPinning(config)
     for backend in config.backends:
         with ExitStack() as stack:
-            backend_results, fixture, servers, credentials = run_backend(config, backend, stack)
-            results += backend_results
+            run = run_backend(config, backend, stack, pinning)
+            results += run.results
+            instructions += run.instructions
+            fixture = run.fixture
             if backend == "postgresql" and 10_000 in config.sizes:
                 log("peak memory at 10,000 turns")
-                memory = measure_memory(config, servers, credentials)
+                memory = measure_memory(config, run.servers, run.credentials)
         if backend == "postgresql":
             log("lookup cost at two scales")
             lookups = asyncio.run(
@@ -524,7 +688,8 @@ def main() -> None:
                     log,
                 )
             )
-    text = report(config, results, lookups, memory, started)
+    notes = [pinning.describe()] if "postgresql" in config.backends else []
+    text = report(config, results, lookups, memory, instructions, started, notes)
     print()
     print(text)
     log(f"saved {save(text, config, started).relative_to(ROOT)}")

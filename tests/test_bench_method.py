@@ -1,11 +1,15 @@
-"""The benchmark's own arithmetic: how a round is cut into runs, and how runs are merged."""
+"""The benchmark's own arithmetic: how a round is cut into runs, how runs are merged, and
+how callgrind's counts are read."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bench.instructions import read_dumps
 from bench.load import WrkResult, _parse, combine
-from bench.run import Config, slices
+from bench.run import LONGEST_RUN_SECONDS, Config, slices
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/
   1 threads and 4 connections
@@ -73,6 +77,23 @@ def test_a_round_is_cut_into_runs_long_against_a_requests_latency() -> None:
     assert slices(5, 3_000, config) == [1, 1, 1, 1, 1]  # 100 turns
     assert slices(5, 320, config) == [1, 1, 1, 1, 1]  # 1,000 turns, Anam
     assert slices(5, 200, config) == [3, 2]
-    assert slices(5, 60, config) == [5]  # 10,000 turns
-    assert slices(5, 0, config) == [5]  # nothing answered: one run, as before
     assert sum(slices(7, 150, config)) == 7
+    # 10,000 turns: one run as long as 20 latencies, beyond the round's 5 s, within a bound.
+    assert slices(5, 64, config) == [5]
+    assert slices(5, 60, config) == [6]
+    assert slices(5, 16, config) == [20]
+    assert slices(5, 2, config) == [LONGEST_RUN_SECONDS]
+    assert slices(5, 0, config) == [5]  # nothing answered: nothing to size the runs by
+
+
+def test_instruction_counts_are_read_from_callgrinds_labelled_dumps(tmp_path: Path) -> None:
+    out = tmp_path / "S.out"
+    for number, (label, total) in enumerate((("pg-10-agents-key", 193_420), ("pg-100", 7)), 1):
+        (tmp_path / f"S.out.{number}").write_text(
+            "# callgrind format\nversion: 1\npart: 1\n\ndesc: I1 cache: \n"
+            f"desc: Trigger: dump {label}\n\npositions: line\nevents: Ir\n"
+            f"summary: {total}\n\nfn=(1) main\n5 {total}\ntotals: {total}\n"
+        )
+    out.write_text("# callgrind format\nsummary: 999\n")  # written at exit: no label
+    (tmp_path / "B0.out.1").write_text("desc: Trigger: dump other\nsummary: 5\n")
+    assert read_dumps(out) == {"pg-10-agents-key": 193_420, "pg-100": 7}

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp
 
+from bench.asgi import asgi_get
 from bench.baseline_app import baseline_app, service_pool_bounds
 from tests.factories import SEED_USAGE, Factory
 from transcripts.auth import hash_api_key
@@ -30,37 +30,10 @@ REQUESTS = 320
 ROUNDS = 7
 
 
-async def _get(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
-
-
 async def _seconds(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]) -> float:
     async def client() -> None:
         for _ in range(REQUESTS // CLIENTS):
-            status, _ = await _get(app, path, headers)
+            status, _ = await asgi_get(app, path, headers)
             assert status == 200
 
     started = time.perf_counter()
@@ -84,7 +57,7 @@ async def test_transcript_read_keeps_close_to_the_bare_stack(
     _, most = service_pool_bounds(settings)
     b0 = baseline_app(settings, key_hash=hash_api_key(key), user_id=owner.id, pool=(1, most))
     async with b0.router.lifespan_context(b0):
-        assert await _get(app, *service) == await _get(b0, *bare)  # the same bytes
+        assert await asgi_get(app, *service) == await asgi_get(b0, *bare)  # the same bytes
         await _seconds(app, *service)  # warm both pools up to the clients' count
         await _seconds(b0, *bare)
         ratios = []

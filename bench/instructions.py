@@ -1,0 +1,208 @@
+"""Instructions per transcript read, the service (S) against B0, counted by callgrind.
+
+wrk's figures move with the speed of this shared virtual machine, which drifts by tens of
+percent from one second to the next; the number of instructions a process executes for the
+same work does not. Here each application runs in process, in its own valgrind
+(``--tool=callgrind``), and is read through ASGI by 16 concurrent clients (``bench/asgi.py``:
+uvicorn and the load generator, the same for both, are left out); after a warm-up, the
+instructions of a fixed number of reads per cell are counted and divided by that number.
+Counting instructions leaves out what they cost in time (cache misses, branch mispredictions,
+the machine's speed), so this complements the wrk table; it does not replace it.
+
+    python -m bench.instructions --side S|B0 --plan FILE    (what each valgrind runs)
+
+``count_instructions`` runs both and reads the counts from callgrind's dumps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from bench.asgi import asgi_get, header_list
+
+__all__ = ["InstructionCount", "PlannedCell", "count_instructions", "read_dumps"]
+
+CLIENTS = 16
+# Reads counted per cell: enough that a cell costs a few hundred million instructions.
+READS = {10: 320, 100: 256, 1_000: 64, 10_000: 16}
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    label: str
+    turns: int
+    service: tuple[str, dict[str, str]]  # path and headers, for S
+    baseline: tuple[str, dict[str, str]]  # the same for B0
+
+
+@dataclass(frozen=True)
+class InstructionCount:
+    label: str
+    service: float  # instructions per read
+    baseline: float
+
+
+def read_dumps(out_file: Path) -> dict[str, int]:
+    """Instructions by dump label, from callgrind's ``<out_file>.N`` dumps (``dump LABEL``)."""
+    counts: dict[str, int] = {}
+    for dump in sorted(out_file.parent.glob(f"{out_file.name}.*")):
+        label = total = None
+        with dump.open() as lines:
+            for line in lines:  # the header: the counts of every function follow it
+                if line.startswith("desc: Trigger: dump "):
+                    label = line.removeprefix("desc: Trigger: dump ").strip()
+                elif line.startswith("summary: "):
+                    total = int(line.split()[1])
+                    break
+        if label is not None and total is not None:
+            counts[label] = total
+    return counts
+
+
+def count_instructions(
+    cells: list[PlannedCell],
+    *,
+    database_url: str,
+    jwt_secret: str,
+    key_hash: str,
+    user_id: int,
+    pool: tuple[int, int],
+    work_dir: Path,
+    cpus: tuple[str, str],
+) -> list[InstructionCount]:
+    """Run S and B0, each in a valgrind on its own core, and count both over ``cells``."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise FileNotFoundError("valgrind (callgrind) is not installed: apt-get install valgrind")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    plan = work_dir / "plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "database_url": database_url,
+                "jwt_secret": jwt_secret,
+                "key_hash": key_hash,
+                "user_id": user_id,
+                "pool": pool,
+                "cells": [asdict(cell) for cell in cells],
+            }
+        )
+    )
+    # The same hash seed for both: set and dict layouts then do not differ between them.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {key: value for key, value in env.items() if not key.startswith("TRANSCRIPTS_")}
+    processes = {}
+    for side, cpu in zip(("S", "B0"), cpus, strict=True):
+        log = (work_dir / f"{side}.log").open("w")
+        processes[side] = (
+            subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    cpu,
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    f"--callgrind-out-file={work_dir / side}.out",
+                    sys.executable,
+                    "-m",
+                    "bench.instructions",
+                    "--side",
+                    side,
+                    "--plan",
+                    str(plan),
+                ],
+                cwd=Path(__file__).resolve().parents[1],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    for side, (process, log) in processes.items():
+        process.wait()
+        log.close()
+        if process.returncode != 0:
+            tail = (work_dir / f"{side}.log").read_text()[-3000:]
+            raise RuntimeError(f"{side} under callgrind exited {process.returncode}:\n{tail}")
+    counts = {side: read_dumps(work_dir / f"{side}.out") for side in processes}
+    return [
+        InstructionCount(
+            cell.label,
+            counts["S"][cell.label] / READS[cell.turns],
+            counts["B0"][cell.label] / READS[cell.turns],
+        )
+        for cell in cells
+    ]
+
+
+# ---------------------------------------------------------------- inside valgrind
+
+
+def _callgrind(*arguments: str) -> None:
+    """Tell this process's callgrind what to do; it has done it when this returns."""
+    subprocess.run(
+        ["callgrind_control", *arguments, str(os.getpid())], check=True, capture_output=True
+    )
+
+
+async def _read(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]], reads: int) -> None:
+    async def client() -> None:
+        for _ in range(reads // CLIENTS):
+            status, _ = await asgi_get(app, path, headers)
+            if status != 200:
+                raise SystemExit(f"GET {path} answered {status}")
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+
+
+def _application(side: str, plan: dict[str, Any]) -> ASGIApp:
+    from bench.baseline_app import baseline_app
+    from transcripts.app import create_app
+    from transcripts.settings import Settings
+
+    settings = Settings(
+        _env_file=None, database_url=plan["database_url"], jwt_secret=plan["jwt_secret"]
+    )
+    if side == "S":
+        return create_app(settings)
+    return baseline_app(
+        settings, key_hash=plan["key_hash"], user_id=plan["user_id"], pool=tuple(plan["pool"])
+    )
+
+
+async def _count(side: str, plan: dict[str, Any]) -> None:
+    app: Any = _application(side, plan)
+    async with app.router.lifespan_context(app):
+        for number, cell in enumerate(plan["cells"]):
+            path, headers = cell["service" if side == "S" else "baseline"]
+            request = (path, header_list(headers))
+            await _read(app, *request, 2 * CLIENTS)  # pools opened, caches warm
+            if number == 0:
+                _callgrind("--instr=on")
+            _callgrind("--zero")
+            await _read(app, *request, READS[cell["turns"]])
+            _callgrind(f"--dump={cell['label']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", choices=("S", "B0"), required=True)
+    parser.add_argument("--plan", type=Path, required=True)
+    arguments = parser.parse_args()
+    asyncio.run(_count(arguments.side, json.loads(arguments.plan.read_text())))
+
+
+if __name__ == "__main__":
+    main()
