@@ -7,8 +7,10 @@ the two answers must match in status, headers and bytes.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +18,11 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from tests.factories import SEED_USAGE, Factory, turns
+from transcripts.auth import hash_api_key
+from transcripts.db.repository import LONG_TRANSCRIPT_TURNS
+from transcripts.demo import long_transcript
 from transcripts.dialects.hot import HotReads
+from transcripts.domain import ApiKeyCredentials
 
 
 class FastAPIOnly:
@@ -145,3 +151,43 @@ async def test_unexpected_failure_on_the_hot_path_is_the_500(
         assert answers[0].status_code == answers[1].status_code == 500
         assert answers[0].content == answers[1].content
         assert b"secret" not in answers[0].content
+
+
+@pytest.mark.parametrize(
+    ("turn_count", "expected"),
+    [(LONG_TRANSCRIPT_TURNS, ["woken", "read"]), (LONG_TRANSCRIPT_TURNS - 1, ["read", "woken"])],
+)
+async def test_a_long_read_lets_the_requests_its_rows_woke_go_first(
+    app: FastAPI,
+    factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    turn_count: int,
+    expected: list[str],
+) -> None:
+    owner = await factory.user()
+    _, key = await factory.api_key(owner)
+    session = await factory.session(
+        await factory.character(owner), turns=long_transcript(turn_count)
+    )
+    database = app.state.database
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    fetch_row = database.fetch_row
+
+    async def fetch_row_as_io_arrives(*arguments: Any) -> Any:
+        row = await fetch_row(*arguments)
+        # As the event loop's next poll would: a callback that wakes another request's task
+        # one round later (that task would then send its own query).
+        loop.call_soon(loop.call_soon, order.append, "woken")
+        return row
+
+    monkeypatch.setattr(database, "fetch_row", fetch_row_as_io_arrives)
+    record = await app.state.repository.session(
+        ApiKeyCredentials(key_hash=hash_api_key(key)), session.session_id
+    )
+    order.append("read")  # where the mapping and encoding begin
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert record.turn_count == turn_count
+    # A short read goes on at once: stepping back would cost more than it gives.
+    assert order == expected
