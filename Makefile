@@ -57,9 +57,9 @@ openapi: $(VENV)/.synced
 
 ## bench: the service against its bare baseline under wrk and callgrind (bench/RESULTS.md); BENCH_QUICK=1 for a short run
 bench: $(VENV)/.synced
-	@for tool in wrk valgrind; do command -v $$tool >/dev/null && continue; \
-		if [ "$$(id -u)" = 0 ]; then apt-get install -y $$tool || { apt-get update && apt-get install -y $$tool; }; \
-		else echo "make bench needs $$tool: sudo apt-get install -y $$tool" >&2; exit 1; fi; done
+	@# As root, install what is missing; otherwise bench.run says what it needs.
+	@if [ "$$(id -u)" = 0 ]; then for tool in wrk valgrind; do command -v $$tool >/dev/null || \
+		apt-get install -y $$tool || { apt-get update && apt-get install -y $$tool; } || exit 1; done; fi
 	$(VENV)/bin/python -m bench.run
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)

@@ -22,6 +22,7 @@ __all__ = [
     "combine",
     "peak_rss_while",
     "pin_to_load_core",
+    "postgres_backend_of",
     "run_wrk",
     "server",
 ]
@@ -195,22 +196,42 @@ def run_wrk(url: str, headers: Mapping[str, str], seconds: int, connections: int
     return _parse(completed.stdout)
 
 
-def pin_to_load_core(pids: Sequence[int]) -> int:
-    """Move processes (the database's backends) onto the load generator's core; how many moved.
+def pin_to_load_core(pids: Sequence[int]) -> list[int]:
+    """Move processes (the database's backends) onto the load generator's core; those moved.
 
     Left to the scheduler, PostgreSQL's backends ran on the server's core a varying part of
     the time, taking a varying share of it: two identical B0 processes measured against each
-    other differed by up to 15% a round that way. Raises PermissionError where the processes
-    are not ours to move (another user's server, without root).
+    other differed by up to 15% a round that way. ``taskset`` does the moving, so that
+    ``BENCH_LOAD_CPU`` means the same here as for wrk. Raises OSError with taskset's reason
+    when a process that still exists cannot be moved (another user's, without root).
     """
-    moved = 0
+    moved = []
     for pid in pids:
-        try:
-            os.sched_setaffinity(pid, {int(LOAD_CPU)})
-            moved += 1
-        except ProcessLookupError:
-            pass  # the connection closed since it was listed
+        completed = subprocess.run(
+            ["taskset", "-pc", LOAD_CPU, str(pid)], capture_output=True, text=True, check=False
+        )
+        if completed.returncode == 0:
+            moved.append(pid)
+        elif Path(f"/proc/{pid}").exists():
+            raise OSError(completed.stderr.strip() or f"taskset exited {completed.returncode}")
     return moved
+
+
+def postgres_backend_of(pid: int, database: str) -> bool:
+    """Whether ``pid`` is, on this machine, a PostgreSQL backend connected to ``database``.
+
+    pg_stat_activity's process ids are those of the server's own process namespace: a server
+    in a container or on another host lists ids that mean other processes here.
+    """
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+    except OSError:
+        return False
+    # A backend's title: "postgres: [<cluster name>: ]<user> <database> <host>(<port>) <state>"
+    if not title or title[0] != b"postgres:":
+        return False
+    words = title[2:] if len(title) > 1 and title[1].endswith(b":") else title[1:]
+    return len(words) > 1 and words[1] == database.encode()
 
 
 def _rss_kib(pid: int) -> int:

@@ -48,6 +48,7 @@ from bench.load import (
     combine,
     peak_rss_while,
     pin_to_load_core,
+    postgres_backend_of,
     run_wrk,
     server,
 )
@@ -197,7 +198,7 @@ def check_same_bodies(cells: list[Cell], b0: Server, s: Server, credentials: Cre
 # ---------------------------------------------------------------- measuring
 
 
-# A run of a slow cell may be longer than the round's seconds, up to this.
+# A run of a slow cell may be longer than the round's seconds, up to this (or those seconds).
 LONGEST_RUN_SECONDS = 30
 
 
@@ -217,7 +218,7 @@ def slices(seconds: int, rate: float, config: Config) -> list[int]:
         return [seconds]  # nothing answered: nothing to size the runs by
     shortest = math.ceil(20 * config.connections / rate)
     if shortest >= seconds:
-        return [min(shortest, LONGEST_RUN_SECONDS)]
+        return [min(shortest, max(seconds, LONGEST_RUN_SECONDS))]
     count = seconds // shortest
     return [seconds // count + (1 if index < seconds % count else 0) for index in range(count)]
 
@@ -257,32 +258,45 @@ class BackendPinning:
     """Keeps the bench database's backends on the load core, away from the measured server.
 
     The backends that serve the servers' pools are moved after every warm-up (a pool may
-    open connections as it warms up). PostgreSQL on the same machine but not ours to move
-    leaves them where the scheduler puts them, and the report says so.
+    open connections as it warms up). Backends that cannot be moved (another user's server
+    without root, a server in a container or on another host) stay where the scheduler puts
+    them, and the report says so.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.refused = False
+        self.refusal: str | None = None
         self.moved: set[int] = set()
 
     def __call__(self) -> None:
-        if self.refused:
+        if self.refusal is not None:
             return
         try:
-            pids = [pid for pid in database_backends(self.config) if pid not in self.moved]
-            pin_to_load_core(pids)
-            self.moved.update(pids)
-        except PermissionError:
-            self.refused = True
-            log("PostgreSQL's backends cannot be moved here: they share the server's core")
+            pids = [
+                pid
+                for pid in database_backends(self.config)
+                if pid not in self.moved and postgres_backend_of(pid, self.config.database)
+            ]
+            self.moved.update(pin_to_load_core(pids))
+        except OSError as exc:
+            self.refusal = str(exc)
+            log(f"PostgreSQL's backends stay where they are ({exc})")
 
     def describe(self) -> str:
-        if self.refused or not self.moved:
-            return "PostgreSQL's backends not pinned (not ours to move): they float over both cores"
+        if self.refusal is not None:
+            return (
+                f"PostgreSQL's backends not pinned ({self.refusal}): they share the server's"
+                " core as the scheduler decides"
+            )
+        if not self.moved:
+            return (
+                f"PostgreSQL's backends not pinned: none of {self.config.database}'s runs on"
+                " this machine, as far as its process list tells"
+            )
         return (
-            f"PostgreSQL's backends for the servers' connections pinned to core {LOAD_CPU} with"
-            f" wrk, so the server under measurement has core {SERVER_CPU} to itself"
+            f"PostgreSQL's backends for the servers' connections ({len(self.moved)}) pinned to"
+            f" core {LOAD_CPU} with wrk, so the server under measurement has core {SERVER_CPU}"
+            " to itself"
         )
 
 
@@ -516,8 +530,9 @@ def memory_section(memory: list[Memory], connections: int) -> list[str]:
 
 def instructions_section(counts: list[tuple[Cell, InstructionCount]]) -> list[str]:
     return [
-        "Counted by callgrind in process, 16 concurrent clients, after a warm-up"
-        " (`instructions.py`): the one figure here that does not move with the machine.",
+        "Counted by callgrind in process, on uvloop, 16 concurrent clients, after a warm-up"
+        " (`instructions.py`): instructions per read, which move far less with the machine"
+        " than time does.",
         "",
         "| backend | turns | dialect | credential | B0 instructions | S instructions"
         " | **S/B0** | S - B0 |",
@@ -587,7 +602,7 @@ def require_tools(config: Config) -> None:
     if missing:
         raise SystemExit(
             f"bench needs {', '.join(missing)}: apt-get install -y wrk util-linux valgrind"
-            " (make bench installs wrk and valgrind when it runs as root;"
+            " (make bench installs them when it runs as root;"
             " BENCH_INSTRUCTIONS=0 goes without valgrind)"
         )
     if (os.cpu_count() or 1) < 2:
@@ -601,6 +616,7 @@ class BackendRun:
     servers: dict[str, Server]
     credentials: Credentials
     instructions: list[tuple[Cell, InstructionCount]]
+    notes: list[str]
 
 
 def run_backend(
@@ -625,32 +641,39 @@ def run_backend(
     # SQLite runs inside the server's process, on its core.
     after_warm_up = pinning if backend == "postgresql" else lambda: None
     results = measure(config, cells, b0, s, credentials, after_warm_up)
-    instructions = []
+    instructions: list[tuple[Cell, InstructionCount]] = []
+    notes = []
     if config.instructions:
         log(f"instructions per read under callgrind, {backend}")
         labelled = {
             f"{cell.backend}-{cell.turns}-{cell.dialect}-{cell.kind}": cell for cell in cells
         }
-        counts = count_instructions(
-            [
-                PlannedCell(
-                    label,
-                    cell.turns,
-                    service_request(cell, credentials),
-                    baseline_request(cell, credentials),
-                )
-                for label, cell in labelled.items()
-            ],
-            database_url=url,
-            jwt_secret=secret,
-            key_hash=fixture.api_key_hash,
-            user_id=fixture.user_id,
-            pool=service_pool_bounds(token_settings),
-            work_dir=RESULTS / f"callgrind-{backend}",
-            cpus=(SERVER_CPU, LOAD_CPU),
-        )
-        instructions = [(labelled[count.label], count) for count in counts]
-    return BackendRun(results, fixture, {"B0": b0, "S": s}, credentials, instructions)
+        try:
+            counts = count_instructions(
+                [
+                    PlannedCell(
+                        label,
+                        cell.turns,
+                        service_request(cell, credentials),
+                        baseline_request(cell, credentials),
+                    )
+                    for label, cell in labelled.items()
+                ],
+                database_url=url,
+                jwt_secret=secret,
+                key_hash=fixture.api_key_hash,
+                user_id=fixture.user_id,
+                pool=service_pool_bounds(token_settings),
+                work_dir=RESULTS / f"callgrind-{backend}",
+                cpus=(SERVER_CPU, LOAD_CPU),
+                service_src=os.environ.get("BENCH_SERVICE_SRC"),
+            )
+            instructions = [(labelled[count.label], count) for count in counts]
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            # The wrk figures stand on their own: report them, and why these are missing.
+            log(f"no instruction counts for {backend}: {exc}")
+            notes.append(f"Instructions not counted on {backend}: {str(exc).splitlines()[0]}")
+    return BackendRun(results, fixture, {"B0": b0, "S": s}, credentials, instructions, notes)
 
 
 def main() -> None:
@@ -666,12 +689,14 @@ def main() -> None:
     lookups = None
     memory: list[Memory] = []
     instructions: list[tuple[Cell, InstructionCount]] = []
+    notes: list[str] = []
     pinning = BackendPinning(config)
     for backend in config.backends:
         with ExitStack() as stack:
             run = run_backend(config, backend, stack, pinning)
             results += run.results
             instructions += run.instructions
+            notes += run.notes
             fixture = run.fixture
             if backend == "postgresql" and 10_000 in config.sizes:
                 log("peak memory at 10,000 turns")
@@ -688,7 +713,8 @@ def main() -> None:
                     log,
                 )
             )
-    notes = [pinning.describe()] if "postgresql" in config.backends else []
+    if "postgresql" in config.backends:
+        notes.insert(0, pinning.describe())
     text = report(config, results, lookups, memory, instructions, started, notes)
     print()
     print(text)

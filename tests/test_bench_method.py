@@ -3,13 +3,16 @@ how callgrind's counts are read."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bench.instructions import read_dumps
-from bench.load import WrkResult, _parse, combine
+from bench.load import WrkResult, _parse, combine, postgres_backend_of
 from bench.run import LONGEST_RUN_SECONDS, Config, slices
+from tests.conftest import _asyncpg_dsn
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8000/
   1 threads and 4 connections
@@ -83,6 +86,7 @@ def test_a_round_is_cut_into_runs_long_against_a_requests_latency() -> None:
     assert slices(5, 60, config) == [6]
     assert slices(5, 16, config) == [20]
     assert slices(5, 2, config) == [LONGEST_RUN_SECONDS]
+    assert slices(60, 2, config) == [60]  # never shorter than the round
     assert slices(5, 0, config) == [5]  # nothing answered: nothing to size the runs by
 
 
@@ -97,3 +101,18 @@ def test_instruction_counts_are_read_from_callgrinds_labelled_dumps(tmp_path: Pa
     out.write_text("# callgrind format\nsummary: 999\n")  # written at exit: no label
     (tmp_path / "B0.out.1").write_text("desc: Trigger: dump other\nsummary: 5\n")
     assert read_dumps(out) == {"pg-10-agents-key": 193_420, "pg-100": 7}
+
+
+async def test_only_this_machines_backends_of_the_bench_database_are_pinned(
+    migrated_postgresql_url: str,
+) -> None:
+    dsn = _asyncpg_dsn(migrated_postgresql_url)
+    database = dsn.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(dsn, timeout=5)
+    try:
+        pid = await connection.fetchval("SELECT pg_backend_pid()")
+        assert postgres_backend_of(pid, database)
+        assert not postgres_backend_of(pid, f"{database}_other")
+        assert not postgres_backend_of(os.getpid(), database)  # not a backend at all
+    finally:
+        await connection.close()

@@ -157,7 +157,7 @@ async def test_unexpected_failure_on_the_hot_path_is_the_500(
     ("turn_count", "expected"),
     [(LONG_TRANSCRIPT_TURNS, ["woken", "read"]), (LONG_TRANSCRIPT_TURNS - 1, ["read", "woken"])],
 )
-async def test_a_long_read_lets_the_requests_its_rows_woke_go_first(
+async def test_a_long_read_steps_back_behind_requests_woken_meanwhile(
     app: FastAPI,
     factory: Factory,
     monkeypatch: pytest.MonkeyPatch,
@@ -176,8 +176,8 @@ async def test_a_long_read_lets_the_requests_its_rows_woke_go_first(
 
     async def fetch_row_as_io_arrives(*arguments: Any) -> Any:
         row = await fetch_row(*arguments)
-        # As the event loop's next poll would: a callback that wakes another request's task
-        # one round later (that task would then send its own query).
+        # As uvloop's next poll would: an I/O callback, run in that poll, that wakes another
+        # request's task (which would then send its own query).
         loop.call_soon(loop.call_soon, order.append, "woken")
         return row
 

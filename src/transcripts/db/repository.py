@@ -56,8 +56,9 @@ logger = logging.getLogger(__name__)
 
 SESSION_NOT_FOUND = "Session not found."
 
-# From this many turns on, mapping and encoding a transcript take milliseconds of CPU (about
-# 2 ms at 1,000 turns, 15-45 ms at 10,000, by dialect), against about 5 µs for stepping back.
+# From this many turns on, mapping a transcript to its dialect and encoding it take
+# milliseconds of CPU (about 2 ms at 1,000 turns, 15-45 ms at 10,000, by dialect), against
+# about 5 µs for stepping back.
 LONG_TRANSCRIPT_TURNS = 1_000
 
 # Caller resolution: zero rows means the credentials name no active user.
@@ -565,15 +566,18 @@ class Repository:
 async def _step_back() -> None:
     """Let the requests that are ready go first, before a long stretch of CPU work.
 
-    While a long transcript is mapped and encoded, the event loop does nothing else: requests
-    that have just arrived wait to send their queries, and the database idles though it could
-    be preparing their rows meanwhile. Measured with the database's backends on the other core,
-    16 clients reading a 10,000-turn transcript got 0.75 of the baseline's throughput (B0,
-    whose asyncpg pool releases a connection in a task of its own, so that each of its reads
-    waits two rounds of the loop after its rows arrive) and 0.98 once this read steps back too.
-    Two yields, because the loop polls for I/O between two rounds of ready callbacks: the
-    first lets that poll happen, and what it wakes (a request's first step, which sends its
-    query) is queued behind this task; the second goes behind it.
+    While a long transcript is mapped to its dialect and encoded, the event loop does nothing
+    else: requests that have just arrived wait to send their queries, and the database idles
+    though it could be preparing their rows meanwhile. Measured with the database's backends
+    on the other core, 16 clients reading a 10,000-turn transcript got 0.75 of the baseline's
+    throughput (B0, whose asyncpg pool releases a connection in a task of its own, so that each
+    of its reads waits two rounds of the loop after its rows arrive) and 0.98 once this read
+    stepped back too. Two yields, for uvloop (what ``transcripts serve`` runs), which calls
+    I/O callbacks during its poll, between two rounds of ready callbacks: the first yield
+    lets that poll happen, and what it wakes (a request's first step, which sends its query)
+    is queued behind this task; the second goes behind it. asyncio's own loop queues an I/O
+    callback for the next round first, so there the mapping still comes first: slower, not
+    wrong.
     """
     await asyncio.sleep(0)
     await asyncio.sleep(0)
