@@ -7,12 +7,13 @@ them out leaves exactly what the two applications do differently.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message
 
-__all__ = ["asgi_get", "header_list"]
+__all__ = ["asgi_get", "header_list", "read_concurrently"]
 
 
 def header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -50,3 +51,17 @@ async def asgi_get(
 
     await app(scope, receive, send)
     return sent[0]["status"], b"".join(message.get("body", b"") for message in sent[1:])
+
+
+async def read_concurrently(
+    app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]], reads: int, clients: int
+) -> None:
+    """``reads`` GETs of ``path`` by ``clients`` concurrent clients, each answered 200."""
+
+    async def client() -> None:
+        for _ in range(reads // clients):
+            status, _ = await asgi_get(app, path, headers)
+            if status != 200:
+                raise RuntimeError(f"GET {path} answered {status}")
+
+    await asyncio.gather(*(client() for _ in range(clients)))

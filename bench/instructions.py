@@ -20,7 +20,6 @@ mispredictions, system calls), so it complements the wrk table and does not repl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging.config
 import math
@@ -36,7 +35,7 @@ from typing import Any
 import uvloop
 from starlette.types import ASGIApp
 
-from bench.asgi import asgi_get, header_list
+from bench.asgi import header_list, read_concurrently
 
 __all__ = ["InstructionCount", "PlannedCell", "count_instructions", "read_dumps"]
 
@@ -192,16 +191,6 @@ def _callgrind(*arguments: str) -> None:
     )
 
 
-async def _read(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]], reads: int) -> None:
-    async def client() -> None:
-        for _ in range(reads // CLIENTS):
-            status, _ = await asgi_get(app, path, headers)
-            if status != 200:
-                raise SystemExit(f"GET {path} answered {status}")
-
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
-
-
 def _application(side: str, plan: dict[str, Any]) -> ASGIApp:
     from bench.baseline_app import baseline_app
     from transcripts.app import create_app
@@ -230,7 +219,8 @@ async def _count(side: str, plan: dict[str, Any]) -> None:
         for number, cell in enumerate(plan["cells"]):
             path, headers = cell["service" if side == "S" else "baseline"]
             request = (path, header_list(headers))
-            await _read(app, *request, 2 * CLIENTS)  # pools opened, caches warm
+            # Pools opened, caches warm.
+            await read_concurrently(app, *request, 2 * CLIENTS, CLIENTS)
             if key_usage is not None:
                 await key_usage.drain()
             if number == 0:
@@ -238,7 +228,7 @@ async def _count(side: str, plan: dict[str, Any]) -> None:
                 _callgrind("--zero")
                 _callgrind(f"--dump={FLOOR}")
             _callgrind("--zero")
-            await _read(app, *request, READS[cell["turns"]])
+            await read_concurrently(app, *request, READS[cell["turns"]], CLIENTS)
             _callgrind(f"--dump={cell['label']}")
 
 

@@ -609,6 +609,33 @@ def require_tools(config: Config) -> None:
         raise SystemExit("bench pins the server and wrk to different cores: it needs two")
 
 
+def instructions_of(
+    cells: list[Cell], url: str, secret: str, fixture: Fixture, credentials: Credentials
+) -> list[tuple[Cell, InstructionCount]]:
+    """Each cell with the instructions B0 and S execute per read of it, under callgrind."""
+    labelled = {f"{cell.backend}-{cell.turns}-{cell.dialect}-{cell.kind}": cell for cell in cells}
+    counts = count_instructions(
+        [
+            PlannedCell(
+                label,
+                cell.turns,
+                service_request(cell, credentials),
+                baseline_request(cell, credentials),
+            )
+            for label, cell in labelled.items()
+        ],
+        database_url=url,
+        jwt_secret=secret,
+        key_hash=fixture.api_key_hash,
+        user_id=fixture.user_id,
+        pool=service_pool_bounds(Settings(_env_file=None, database_url=url)),
+        work_dir=RESULTS / f"callgrind-{cells[0].backend}",
+        cpus=(SERVER_CPU, LOAD_CPU),
+        service_src=os.environ.get("BENCH_SERVICE_SRC"),
+    )
+    return [(labelled[count.label], count) for count in counts]
+
+
 @dataclass
 class BackendRun:
     results: list[CellResult]
@@ -645,30 +672,8 @@ def run_backend(
     notes = []
     if config.instructions:
         log(f"instructions per read under callgrind, {backend}")
-        labelled = {
-            f"{cell.backend}-{cell.turns}-{cell.dialect}-{cell.kind}": cell for cell in cells
-        }
         try:
-            counts = count_instructions(
-                [
-                    PlannedCell(
-                        label,
-                        cell.turns,
-                        service_request(cell, credentials),
-                        baseline_request(cell, credentials),
-                    )
-                    for label, cell in labelled.items()
-                ],
-                database_url=url,
-                jwt_secret=secret,
-                key_hash=fixture.api_key_hash,
-                user_id=fixture.user_id,
-                pool=service_pool_bounds(token_settings),
-                work_dir=RESULTS / f"callgrind-{backend}",
-                cpus=(SERVER_CPU, LOAD_CPU),
-                service_src=os.environ.get("BENCH_SERVICE_SRC"),
-            )
-            instructions = [(labelled[count.label], count) for count in counts]
+            instructions = instructions_of(cells, url, secret, fixture, credentials)
         except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
             # The wrk figures stand on their own: report them, and why these are missing.
             log(f"no instruction counts for {backend}: {exc}")

@@ -10,14 +10,13 @@ bound leaves room for a busy one, and a regression to two thirds of the speed fa
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from bench.asgi import asgi_get
+from bench.asgi import asgi_get, read_concurrently
 from bench.baseline_app import baseline_app, service_pool_bounds
 from tests.factories import SEED_USAGE, Factory
 from transcripts.auth import hash_api_key
@@ -31,13 +30,8 @@ ROUNDS = 7
 
 
 async def _seconds(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]) -> float:
-    async def client() -> None:
-        for _ in range(REQUESTS // CLIENTS):
-            status, _ = await asgi_get(app, path, headers)
-            assert status == 200
-
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    await read_concurrently(app, path, headers, REQUESTS, CLIENTS)
     return time.perf_counter() - started
 
 
