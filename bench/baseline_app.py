@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from transcripts.db.engine import Database
-from transcripts.db.repository import SESSION_SQL, session_from_row
+from transcripts.db.hot_read import SESSION_SQL, session_from_row
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.anam.mapper import anam_transcript
 from transcripts.domain import SessionRecord

@@ -211,18 +211,18 @@ def _application(side: str, plan: dict[str, Any]) -> ASGIApp:
 async def _count(side: str, plan: dict[str, Any]) -> None:
     app: Any = _application(side, plan)
     async with app.router.lifespan_context(app):
-        key_usage = getattr(app.state, "key_usage", None)
-        if key_usage is not None:
+        state = getattr(app.state, "transcripts", None)  # the service's; B0 has none
+        if state is not None:
             # The service records a key's use at most once a minute: under valgrind a minute
             # is a few dozen reads, so that write would weigh a hundred times what it does.
-            key_usage._interval = math.inf
+            state.key_usage._interval = math.inf
         for number, cell in enumerate(plan["cells"]):
             path, headers = cell["service" if side == "S" else "baseline"]
             request = (path, header_list(headers))
             # Pools opened, caches warm.
             await read_concurrently(app, *request, 2 * CLIENTS, CLIENTS)
-            if key_usage is not None:
-                await key_usage.drain()
+            if state is not None:
+                await state.key_usage.drain()
             if number == 0:
                 _callgrind("--instr=on")
                 _callgrind("--zero")

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from bench.data import Fixture, pg_admin, prepare_postgres
-from transcripts.db.repository import SESSION_SQL
+from transcripts.db.hot_read import SESSION_SQL
 
 __all__ = ["LookupCost", "compare_lookups"]
 

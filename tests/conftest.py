@@ -29,6 +29,7 @@ from tests.spec_validation import validate_response_hook
 from transcripts.app import create_app
 from transcripts.migrate import upgrade_to_head
 from transcripts.settings import Settings
+from transcripts.state import app_state
 
 # Signing must never reach for the EC2 metadata endpoint from a test machine.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -193,12 +194,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield client
     # A key's last_used_at is written after the response. Left pending, a synchronous test
     # next would stop the loop in the middle of that write and hold SQLite's lock for good.
-    await app.state.key_usage.drain()
+    await app_state(app).key_usage.drain()
 
 
 @pytest.fixture
 def factory(app: FastAPI, settings: Settings) -> Factory:
-    return Factory(app.state.database, settings)
+    return Factory(app_state(app).database, settings)
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from transcripts import service
 from transcripts.db.engine import Database
-from transcripts.db.tables import Character, RecordingStatus, Session, Tenant, User
+from transcripts.db.tables import User
+from transcripts.domain import CharacterRecord, NewTurn, RecordingStatus, SessionRef, UserRecord
 from transcripts.pricing import Usage
+from transcripts.services import accounts, sessions
 from transcripts.settings import Settings
 
 
@@ -49,37 +50,36 @@ class Factory:
         self.database = database
         self.settings = settings
 
-    async def user(self, *, tenant: str | None = None, staff: bool = False) -> User:
+    async def user(self, *, tenant: str | None = None, staff: bool = False) -> UserRecord:
         async with self.database.sessionmaker.begin() as db:
-            return await service.create_user(
+            return await accounts.create_user(
                 db,
                 f"{unique('user')}@example.com",
                 tenant_slug=tenant or unique("tenant"),
                 is_staff=staff,
             )
 
-    async def tenant_slug(self, user: User) -> str:
-        async with self.database.sessionmaker() as db:
-            return await db.scalar(select(Tenant.slug).where(Tenant.id == user.tenant_id)) or ""
+    async def tenant_slug(self, user: UserRecord) -> str:
+        return user.tenant_slug or ""
 
-    async def deactivate(self, user: User) -> None:
+    async def deactivate(self, user: UserRecord) -> None:
         async with self.database.sessionmaker.begin() as db:
             await db.execute(update(User).where(User.id == user.id).values(is_active=False))
 
-    async def api_key(self, user: User) -> tuple[int, str]:
+    async def api_key(self, user: UserRecord) -> tuple[int, str]:
         async with self.database.sessionmaker.begin() as db:
-            api_key, generated = await service.create_api_key(db, user.id, "test")
+            api_key, generated = await accounts.create_api_key(db, user.id, "test")
             return api_key.id, generated.key
 
     async def revoke(self, api_key_id: int) -> None:
         async with self.database.sessionmaker.begin() as db:
-            await service.revoke_api_key(db, api_key_id)
+            await accounts.revoke_api_key(db, api_key_id)
 
-    async def character(self, owner: User, **options: Any) -> Character:
+    async def character(self, owner: UserRecord, **options: Any) -> CharacterRecord:
         async with self.database.sessionmaker.begin() as db:
-            return await service.create_character(
+            return await accounts.create_character(
                 db,
-                owner,
+                owner.id,
                 slug=options.pop("slug", unique("bot")),
                 name=options.pop("name", "Cara"),
                 **options,
@@ -87,31 +87,31 @@ class Factory:
 
     async def session(
         self,
-        character: Character,
+        character: CharacterRecord,
         *,
         user_id: int | None = None,
-        turns: Sequence[service.NewTurn] = (),
+        turns: Sequence[NewTurn] = (),
         usage: Usage | None = None,
         started_at: datetime | None = None,
         duration_seconds: float | None = None,
         recording_url: str | None = None,
         **options: Any,
-    ) -> Session:
+    ) -> SessionRef:
         started_at = started_at or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
         async with self.database.sessionmaker.begin() as db:
-            session = await service.start_session(
+            session = await sessions.start_session(
                 db, character, user_id=user_id, started_at=started_at, **options
             )
-            await service.append_turns(db, session, turns)
+            await sessions.append_turns(db, session, turns)
             if usage is not None:
-                await service.finalize_session(
+                session = await sessions.finalize_session(
                     db,
                     session,
                     usage,
                     self.settings.prices,
                     ended_at=started_at + timedelta(seconds=duration_seconds or 60),
                     # As if the store had found the object (tests of the check go over HTTP).
-                    recording=service.RegisteredRecording(recording_url, RecordingStatus.READY)
+                    recording=sessions.RegisteredRecording(recording_url, RecordingStatus.READY)
                     if recording_url
                     else None,
                 )
@@ -134,8 +134,8 @@ class Factory:
         return jwt.encode(payload, signing_key, algorithm=algorithm)
 
 
-def turns(*pairs: tuple[str, str], spacing: float = 2.5) -> list[service.NewTurn]:
+def turns(*pairs: tuple[str, str], spacing: float = 2.5) -> list[NewTurn]:
     return [
-        service.NewTurn(turn_index=index, role=role, text=text, ts=round(0.42 + index * spacing, 2))  # type: ignore[arg-type]
+        NewTurn(turn_index=index, role=role, text=text, ts=round(0.42 + index * spacing, 2))  # type: ignore[arg-type]
         for index, (role, text) in enumerate(pairs)
     ]

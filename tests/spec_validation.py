@@ -19,14 +19,16 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from transcripts.app import DIALECTS
+from transcripts.dialects import dialect_for_path
+
 OPENAPI_DIR = Path(__file__).resolve().parents[1] / "openapi"
-SPECS = {"anam": "anam.yaml", "agents": "agents.yaml"}
+SPECS = {dialect.name: dialect.spec for dialect in DIALECTS if dialect.spec}
 # Operational endpoints, and the local store's signed links, belong to no dialect.
 OUTSIDE_THE_DIALECTS = {"/openapi.json", "/docs", "/healthz", "/readyz", "/metrics"}
 LINKS_PREFIX = "/recordings/"
 ERROR_SCHEMAS = {
-    "anam": "#/components/schemas/Error",
-    "agents": "#/components/schemas/ErrorEnvelope",
+    dialect.name: f"#/components/schemas/{dialect.error_model.__name__}" for dialect in DIALECTS
 }
 
 
@@ -68,7 +70,7 @@ def _operations() -> list[Operation]:
 
 
 def _dialect(path: str) -> str:
-    return "anam" if path == "/v1" or path.startswith("/v1/") else "agents"
+    return dialect_for_path(DIALECTS, path).name
 
 
 def _resolve(spec: str, node: dict[str, Any]) -> dict[str, Any]:

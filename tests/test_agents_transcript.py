@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.factories import SEED_USAGE, Factory, turns
-from transcripts import service
-from transcripts.db.tables import Session
 from transcripts.demo import SEED_EXAMPLE_TURNS
+from transcripts.domain import NewTurn, SessionRef
+from transcripts.services import sessions
 
 PATHS = [
     "/api/agents/agent-session/{}/transcript/",
@@ -32,7 +32,7 @@ def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-async def seed_example(factory: Factory) -> tuple[int, Session, dict[str, object]]:
+async def seed_example(factory: Factory) -> tuple[int, SessionRef, dict[str, object]]:
     """The public example of Oshara's docs, stored and with the summary it must produce."""
     owner = await factory.user(tenant="acme")
     character = await factory.character(
@@ -40,7 +40,7 @@ async def seed_example(factory: Factory) -> tuple[int, Session, dict[str, object
     )
     started = datetime(2026, 5, 28, 14, 20, 43, tzinfo=UTC)
     seed_turns = [
-        service.NewTurn(
+        NewTurn(
             turn_index=index,
             role=role,  # type: ignore[arg-type]
             text=text,
@@ -179,14 +179,14 @@ async def test_transcript_is_ordered_and_floats_exact(
     owner = await factory.user()
     character = await factory.character(owner)
     async with factory.database.sessionmaker.begin() as db:
-        session = await service.start_session(db, character, user_id=owner.id)
+        session = await sessions.start_session(db, character, user_id=owner.id)
         # Out of order, with a float that needs all 17 digits to survive.
         for index in (3, 0, 2, 1):
-            await service.append_turns(
+            await sessions.append_turns(
                 db,
                 session,
                 [
-                    service.NewTurn(
+                    NewTurn(
                         turn_index=index,
                         role="user" if index % 2 else "assistant",
                         text=f'turn {index} — ünïcödé ✓ "quoted"\nnewline',

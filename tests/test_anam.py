@@ -11,8 +11,7 @@ import pytest
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import SEED_USAGE, Factory, turns
 from tests.test_agents_transcript import seed_example
-from transcripts import service
-from transcripts.db.tables import Character, User
+from transcripts.domain import CharacterRecord, NewTurn, UserRecord
 
 # Request ids differ per request by design; pin one to compare whole header sets.
 SAME_REQUEST_ID = {"X-Request-ID": "compare-me"}
@@ -20,11 +19,11 @@ NOT_FOUND = {"statusCode": 404, "error": "Not Found", "message": "Session not fo
 PATHS = ["/v1/sessions/{}/transcript", "/v1/sessions/{}", "/v1/sessions/{}/recording"]
 
 
-async def anam_seed_session(factory: Factory, owner: User) -> tuple[Character, object]:
+async def anam_seed_session(factory: Factory, owner: UserRecord) -> tuple[CharacterRecord, object]:
     """The example of Anam's transcript page: persona Cara, a 754 s session."""
     character = await factory.character(owner, name="Cara")
     spoken = [
-        service.NewTurn(
+        NewTurn(
             turn_index=0,
             role="assistant",
             text="Hi! How can I help?",
@@ -32,7 +31,7 @@ async def anam_seed_session(factory: Factory, owner: User) -> tuple[Character, o
             speaking_duration_seconds=1.4,
             was_interrupted=False,
         ),
-        service.NewTurn(
+        NewTurn(
             turn_index=1,
             role="user",
             text="Can you tell me a joke?",

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from tests.factories import Factory
 from tests.test_write_path import failure, ok, parse
+from transcripts.state import app_state
 
 KEYS = "/api/auth/api-keys/"
 KEY = "/api/auth/api-keys/{}/"
@@ -50,7 +51,7 @@ async def test_create_list_use_and_revoke(
 
     # The new key works, and its use shows in the listing.
     assert (await client.get(KEYS.rstrip("/"), headers={"X-API-Key": key})).status_code == 200
-    await app.state.repository._key_usage.drain()
+    await app_state(app).key_usage.drain()
     used = (await client.get(KEYS, headers=dashboard)).json()["data"][1]
     assert abs(parse(used["last_used_at"]) - datetime.now(UTC)) < timedelta(minutes=1)
 

@@ -27,9 +27,9 @@ from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory, Keys, turns
 from transcripts import auth
 from transcripts.db.engine import Database
-from transcripts.db.tables import Session, User
-from transcripts.domain import ApiKeyCredentials
+from transcripts.domain import ApiKeyCredentials, SessionRef, UserRecord
 from transcripts.limits import MAX_CREDENTIAL_BYTES
+from transcripts.state import app_state
 
 Target = tuple[str, str, str, Any]  # dialect, method, path template, JSON body
 
@@ -65,7 +65,7 @@ def hs256_signed_with(secret: bytes, claims: dict[str, Any]) -> str:
     return f"{signing_input}.{base64.urlsafe_b64encode(digest).rstrip(b'=').decode()}"
 
 
-async def victim(factory: Factory) -> tuple[User, Session]:
+async def victim(factory: Factory) -> tuple[UserRecord, SessionRef]:
     owner = await factory.user()
     session = await factory.session(
         await factory.character(owner), turns=turns(("assistant", "Hi"), ("user", "Secret."))
@@ -74,7 +74,7 @@ async def victim(factory: Factory) -> tuple[User, Session]:
 
 
 def hostile_tokens(
-    factory: Factory, keys: Keys, owner: User, inactive: User
+    factory: Factory, keys: Keys, owner: UserRecord, inactive: UserRecord
 ) -> dict[str, tuple[str, str]]:
     now = datetime.now(UTC)
     good = factory.token(owner.id)
@@ -126,7 +126,7 @@ def hostile_tokens(
 
 
 async def _owner_read(
-    client: httpx.AsyncClient, factory: Factory, owner: User, session: Session
+    client: httpx.AsyncClient, factory: Factory, owner: UserRecord, session: SessionRef
 ) -> Any:
     response = await client.get(
         f"/api/agents/agent-session/{session.session_id}/transcript/",
@@ -372,7 +372,7 @@ async def test_api_keys_meet_python_only_as_input_to_sha256() -> None:
 @pytest.fixture
 def database_parameters(app: FastAPI) -> Iterator[list[Any]]:
     """Every parameter the app sends to the database while the test runs."""
-    database: Database = app.state.database
+    database: Database = app_state(app).database
     seen: list[Any] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:

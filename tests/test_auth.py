@@ -17,9 +17,10 @@ from sqlalchemy import select
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory, Keys, turns
 from transcripts.auth import VERIFIED_TOKENS_KEPT, TokenVerifier, mint_access_token
-from transcripts.db.tables import ApiKey, Session
-from transcripts.domain import UserCredentials
+from transcripts.db.tables import ApiKey
+from transcripts.domain import SessionRef, UserCredentials
 from transcripts.errors import NotAuthenticated
+from transcripts.state import app_state
 
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 
@@ -29,7 +30,7 @@ def unauthorized(message: str) -> dict[str, object]:
 
 
 @pytest.fixture
-async def owned(factory: Factory) -> AsyncIterator[tuple[object, Session]]:
+async def owned(factory: Factory) -> AsyncIterator[tuple[object, SessionRef]]:
     owner = await factory.user()
     character = await factory.character(owner)
     session = await factory.session(character, user_id=owner.id, turns=turns(("assistant", "Hi")))
@@ -37,9 +38,9 @@ async def owned(factory: Factory) -> AsyncIterator[tuple[object, Session]]:
 
 
 async def get(
-    client: httpx.AsyncClient, session: Session | uuid.UUID, **headers: str
+    client: httpx.AsyncClient, session: SessionRef | uuid.UUID, **headers: str
 ) -> httpx.Response:
-    session_id = session.session_id if isinstance(session, Session) else session
+    session_id = session.session_id if isinstance(session, SessionRef) else session
     return await client.get(TRANSCRIPT.format(session_id), headers=headers)
 
 
@@ -297,7 +298,7 @@ async def test_last_used_at_is_recorded(
     owner, session = owned
     key_id, key = await factory.api_key(owner)
     assert (await get(client, session, **{"X-API-Key": key})).status_code == 200
-    await app.state.repository._key_usage.drain()  # type: ignore[attr-defined]
+    await app_state(app).key_usage.drain()
     async with factory.database.sessionmaker() as db:
         used = await db.scalar(select(ApiKey.last_used_at).where(ApiKey.id == key_id))
     assert used is not None

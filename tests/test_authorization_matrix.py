@@ -19,19 +19,19 @@ import httpx
 import pytest
 
 from tests.factories import SEED_USAGE, Factory, turns, unique
-from transcripts import service
-from transcripts.db.tables import Character, Session, User
+from transcripts.domain import CharacterRecord, SessionRef, UserRecord
+from transcripts.services import sessions
 
 UNKNOWN_KEY = "sk_" + "0" * 64
 
 
 @dataclass(frozen=True)
 class World:
-    owner: User
+    owner: UserRecord
     owner_headers: dict[str, str]
-    character: Character
-    finalized: Session
-    in_progress: Session
+    character: CharacterRecord
+    finalized: SessionRef
+    in_progress: SessionRef
     spare_key_id: int
 
 
@@ -136,7 +136,7 @@ async def build_world(factory: Factory) -> World:
     )
     in_progress = await factory.session(character, turns=turns(("assistant", "Hello")))
     async with factory.database.sessionmaker.begin() as db:
-        await service.record_form_response(
+        await sessions.record_form_response(
             db, character, finalized.session_id, form_id="contact", values={"email": "a@b.c"}
         )
     # A token, so that the owner's own reads never touch a key's last_used_at.

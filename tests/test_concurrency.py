@@ -20,6 +20,7 @@ from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory
 from tests.test_write_path import FINALIZE, SEED_USAGE_BODY, Worker, ok
 from transcripts.migrate import upgrade_to_head
+from transcripts.state import app_state
 
 WRITERS = 20
 
@@ -39,7 +40,7 @@ async def pg_client(postgres_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def pg_factory(postgres_app: FastAPI) -> Factory:
-    return Factory(postgres_app.state.database, postgres_app.state.settings)
+    return Factory(app_state(postgres_app).database, app_state(postgres_app).settings)
 
 
 def turn(index: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory
 from tests.servers import free_port
+from transcripts.state import app_state
 
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 UNAVAILABLE = {
@@ -68,7 +69,7 @@ async def test_unexpected_error_is_500_without_internals(
     async def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail: password=hunter2")
 
-    monkeypatch.setattr(app.state.repository, "session", explode)
+    monkeypatch.setattr(app_state(app).transcripts, "session", explode)
     _, key = await factory.api_key(await factory.user())
     async with asgi_client(app, raise_app_exceptions=False) as client:
         response = await client.get(TRANSCRIPT.format(uuid.uuid4()), headers={"X-API-Key": key})
@@ -96,7 +97,7 @@ async def test_pool_recovers_after_the_database_drops_every_connection(
 
     settings = make_settings(migrated_postgresql_url, db_pool_size=4, db_max_overflow=0)
     async for app in running_app(settings):
-        factory = Factory(app.state.database, settings)
+        factory = Factory(app_state(app).database, settings)
         owner = await factory.user()
         session = await factory.session(await factory.character(owner), turns=turns(("user", "hi")))
         _, key = await factory.api_key(owner)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.factories import Factory
 from tests.test_write_path import failure, ok, parse
-from transcripts.db.tables import Character, Session, User
+from transcripts.domain import CharacterRecord, SessionRef, UserRecord
 
 FORMS = "/api/agents/{}/form-responses/"
 SHOP = "https://shop.example"
@@ -23,10 +23,10 @@ SESSION_NOT_FOUND = failure("Session not found.", {"session_id": ["Session not f
 class Shop:
     """A character on a widget's allow-list, one of its sessions, and another character's."""
 
-    owner: User
-    character: Character
-    session: Session
-    other_session: Session
+    owner: UserRecord
+    character: CharacterRecord
+    session: SessionRef
+    other_session: SessionRef
 
     @property
     def path(self) -> str:
@@ -41,7 +41,7 @@ async def shop(factory: Factory) -> Shop:
     return Shop(owner, character, await factory.session(character), await factory.session(other))
 
 
-def contact_form(session: Session, **values: Any) -> dict[str, Any]:
+def contact_form(session: SessionRef, **values: Any) -> dict[str, Any]:
     return {
         "session_id": str(session.session_id),
         "form_id": "contact",

@@ -19,10 +19,11 @@ from starlette.types import Receive, Scope, Send
 
 from tests.factories import SEED_USAGE, Factory, turns
 from transcripts.auth import hash_api_key
-from transcripts.db.repository import LONG_TRANSCRIPT_TURNS
+from transcripts.db.hot_read import LONG_TRANSCRIPT_TURNS
 from transcripts.demo import long_transcript
 from transcripts.dialects.hot import HotReads
 from transcripts.domain import ApiKeyCredentials
+from transcripts.state import app_state
 
 
 class FastAPIOnly:
@@ -143,7 +144,7 @@ async def test_unexpected_failure_on_the_hot_path_is_the_500(
     async def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(app.state.repository, "session", explode)
+    monkeypatch.setattr(app_state(app).transcripts, "session", explode)
     _, key = await factory.api_key(await factory.user())
     for path in ("/api/billing/sessions/{}/", "/v1/sessions/{}/transcript"):
         url = path.format(uuid.uuid4())
@@ -169,7 +170,7 @@ async def test_a_long_read_steps_back_behind_requests_woken_meanwhile(
     session = await factory.session(
         await factory.character(owner), turns=long_transcript(turn_count)
     )
-    database = app.state.database
+    database = app_state(app).database
     loop = asyncio.get_running_loop()
     order: list[str] = []
     fetch_row = database.fetch_row
@@ -182,7 +183,7 @@ async def test_a_long_read_steps_back_behind_requests_woken_meanwhile(
         return row
 
     monkeypatch.setattr(database, "fetch_row", fetch_row_as_io_arrives)
-    record = await app.state.repository.session(
+    record = await app_state(app).transcripts.session(
         ApiKeyCredentials(key_hash=hash_api_key(key)), session.session_id
     )
     order.append("read")  # where the mapping and encoding begin

@@ -22,6 +22,7 @@ from tests.factories import Factory, turns
 from tests.servers import free_port, transcripts_process
 from transcripts.observability import LATENCY_BUCKETS, AccessLog, Metrics
 from transcripts.settings import Settings
+from transcripts.state import app_state
 
 SECRET_TEXT = "my card number is 4242 4242 4242 4242"
 
@@ -168,7 +169,7 @@ async def test_one_json_log_line_per_request_without_secrets(
     )
     _, key = await factory.api_key(owner)
     token = factory.token(owner.id)
-    app.state.access_log.flush()
+    app_state(app).access_log.flush()
     capsys.readouterr()
 
     await client.get(
@@ -179,7 +180,7 @@ async def test_one_json_log_line_per_request_without_secrets(
         f"/api/billing/sessions/{session.session_id}/", headers={"Authorization": f"Bearer {token}"}
     )
     await client.get("/v1/sessions", headers={"Authorization": "Bearer not-a-jwt-but-secret"})
-    app.state.access_log.flush()
+    app_state(app).access_log.flush()
 
     output = capsys.readouterr().err
     lines = [json.loads(line) for line in output.splitlines()]
@@ -217,7 +218,7 @@ async def test_request_lines_are_written_within_a_quarter_second_and_at_shutdown
         async with asgi_client(app) as client:
             await client.get("/healthz", headers={"X-Request-ID": "by-the-timer"})
             assert "by-the-timer" not in capsys.readouterr().err  # buffered, not yet written
-            await asyncio.sleep(app.state.access_log.flush_after + 0.25)
+            await asyncio.sleep(app_state(app).access_log.flush_after + 0.25)
             assert '"request_id":"by-the-timer"' in capsys.readouterr().err
             await client.get("/healthz", headers={"X-Request-ID": "at-shutdown"})
     assert '"request_id":"at-shutdown"' in capsys.readouterr().err
@@ -233,7 +234,7 @@ async def test_the_access_logger_level_turns_request_lines_off(
     await client.get("/healthz", headers={"X-Request-ID": "switched-on"})
     caplog.set_level(logging.WARNING, logger="transcripts.access")
     await client.get("/healthz", headers={"X-Request-ID": "switched-off"})
-    app.state.access_log.flush()
+    app_state(app).access_log.flush()
     output = capsys.readouterr().err
     assert "switched-on" in output
     assert "switched-off" not in output

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from transcripts.app import openapi_document
+from transcripts.app import DIALECTS, openapi_document
+from transcripts.dialects import dialect_for_path
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET_OPERATIONS = {"startAgentSession", "createFormResponse"}
-ERROR_SCHEMA = {"/v1/": "#/components/schemas/Error", "/api/": "#/components/schemas/ErrorEnvelope"}
 
 
 def test_service_json_matches_the_app() -> None:
@@ -32,7 +32,9 @@ def test_no_422_and_every_error_in_its_dialects_body() -> None:
     assert "422" not in json.dumps(document["paths"])
     assert "HTTPValidationError" not in document["components"]["schemas"]
     for path, item in document["paths"].items():
-        expected = next(ref for prefix, ref in ERROR_SCHEMA.items() if path.startswith(prefix))
+        dialect = dialect_for_path(DIALECTS, path)
+        assert dialect.covers(path), path
+        expected = f"#/components/schemas/{dialect.error_model.__name__}"
         for method, operation in item.items():
             statuses = set(operation["responses"])
             assert {"400", "401", "431", "500", "503"} <= statuses, (method, path)

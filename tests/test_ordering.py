@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from transcripts.db.repository import _ordered
+from transcripts.db.hot_read import _ordered
 from transcripts.domain import Turns
 
 

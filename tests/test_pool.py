@@ -19,6 +19,7 @@ from sqlalchemy.util import await_, greenlet_spawn
 
 from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
+from transcripts.state import app_state
 
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 
@@ -30,7 +31,7 @@ async def small_pool_app(database_url: str) -> AsyncIterator[FastAPI]:
 
 
 async def _owned_transcript(app: FastAPI) -> tuple[str, dict[str, str]]:
-    factory = Factory(app.state.database, app.state.settings)
+    factory = Factory(app_state(app).database, app_state(app).settings)
     owner = await factory.user()
     session = await factory.session(await factory.character(owner), turns=turns(("user", "hi")))
     _, key = await factory.api_key(owner)
@@ -47,7 +48,7 @@ async def test_reads_past_the_pool_size_wait_for_a_connection(small_pool_app: Fa
 
 async def _settled(app: FastAPI) -> None:
     """Both connections open and back in the pool."""
-    pool = app.state.database.engine.pool
+    pool = app_state(app).database.engine.pool
     assert isinstance(pool, QueuePool)
     for _ in range(100):  # the key's last_used_at is written after the response
         if pool.checkedout() == 0:
@@ -101,7 +102,7 @@ async def test_after_an_invalidation_only_the_reconnect_takes_a_greenlet(
     small_pool_app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, headers = await _owned_transcript(small_pool_app)
-    engine: AsyncEngine = small_pool_app.state.database.engine
+    engine: AsyncEngine = app_state(small_pool_app).database.engine
     async with asgi_client(small_pool_app) as client:
         await _warmed_up(small_pool_app, client, path, headers)
         # One connection dropped, as when the database hangs up on it: the next checkout
@@ -120,7 +121,7 @@ async def test_after_an_invalidation_only_the_reconnect_takes_a_greenlet(
 
 
 async def _two_connections_opened(app: FastAPI) -> AsyncEngine:
-    engine: AsyncEngine = app.state.database.engine
+    engine: AsyncEngine = app_state(app).database.engine
     first, second = await engine.raw_connection(), await engine.raw_connection()
     await greenlet_spawn(first.close)
     await greenlet_spawn(second.close)
@@ -131,7 +132,7 @@ async def test_an_invalidation_during_a_reconnect_leaves_no_read_failing(
     small_pool_app: FastAPI,
 ) -> None:
     """A connection that finishes reconnecting after the pool was invalidated is stale."""
-    database = small_pool_app.state.database
+    database = app_state(small_pool_app).database
     engine = await _two_connections_opened(small_pool_app)
     dropped = await engine.raw_connection()
     dropped.invalidate()  # its next checkout reconnects
@@ -157,7 +158,7 @@ async def test_an_invalidation_during_a_reconnect_leaves_no_read_failing(
 async def test_a_connection_left_to_the_garbage_collector_leaves_no_read_failing(
     small_pool_app: FastAPI,
 ) -> None:
-    database = small_pool_app.state.database
+    database = app_state(small_pool_app).database
     engine = await _two_connections_opened(small_pool_app)
     leaked = await engine.raw_connection()
     with warnings.catch_warnings():
@@ -180,8 +181,8 @@ async def test_overflow_connections_are_closed_in_a_greenlet(
                     *(client.get(path, headers=headers) for _ in range(8))
                 )
                 assert {response.status_code for response in responses} == {200}
-        await app.state.key_usage.drain()
-        pool = app.state.database.engine.pool
+        await app_state(app).key_usage.drain()
+        pool = app_state(app).database.engine.pool
         assert isinstance(pool, QueuePool)
         assert (pool.checkedout(), pool.overflow()) == (0, -0)
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
@@ -194,7 +195,7 @@ async def test_sqlite_connections_returned_inside_a_transaction_are_rolled_back(
     """SQLite's reset on return skips the rollback after a read, not after a transaction."""
     settings = make_settings(migrate(sqlite_url), db_pool_size=1, db_max_overflow=0)
     async for app in running_app(settings):
-        engine: AsyncEngine = app.state.database.engine
+        engine: AsyncEngine = app_state(app).database.engine
         pooled = await engine.raw_connection()
         await pooled.driver_connection.execute("BEGIN")
         assert pooled.driver_connection.in_transaction

@@ -20,6 +20,7 @@ from tests.factories import SEED_USAGE, Factory
 from tests.s3_servers import S3Endpoint
 from tests.servers import free_port
 from transcripts.recordings import LocalRecordingStore
+from transcripts.state import app_state
 
 AUDIO = bytes(range(256)) * 64  # 16 KiB standing in for a call recording
 
@@ -215,7 +216,7 @@ async def test_local_links_serve_with_range_and_refuse_tampering(
 
             query = parse_qs(urlsplit(url).query)
             expires, signature = int(query["expires"][0]), query["signature"][0]
-            store: LocalRecordingStore = app.state.recording_store
+            store: LocalRecordingStore = app_state(app).recordings
             past = int(time.time()) - 1
             refused = {
                 "tampered signature": f"/recordings/demo/calls/one.wav?expires={expires}&signature={'0' * 64}",

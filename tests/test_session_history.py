@@ -11,7 +11,7 @@ import pytest
 
 from tests.factories import SEED_USAGE, Factory, turns
 from tests.test_write_path import TRANSCRIPT, failure, ok
-from transcripts.db.tables import Session, User
+from transcripts.domain import SessionRef, UserRecord
 from transcripts.pricing import Usage
 
 USAGE = "/api/billing/usage/"
@@ -36,9 +36,9 @@ def at(day: int, hour: int = 10) -> datetime:
 class History:
     """An owner with two characters and three sessions, and a stranger with one of their own."""
 
-    owner: User
-    stranger: User
-    sessions: dict[str, Session]
+    owner: UserRecord
+    stranger: UserRecord
+    sessions: dict[str, SessionRef]
     first_slug: str
     stranger_slug: str
 
@@ -69,7 +69,7 @@ async def history(factory: Factory) -> History:
 
 
 async def summaries(
-    client: httpx.AsyncClient, headers: dict[str, str], *sessions: Session
+    client: httpx.AsyncClient, headers: dict[str, str], *sessions: SessionRef
 ) -> list[dict[str, Any]]:
     """The sessions as the transcript endpoint answers them: History must say the same."""
     result = []
@@ -113,7 +113,7 @@ async def test_filters(client: httpx.AsyncClient, factory: Factory, history: His
     first_slug = history.first_slug
     owner_tenant = await factory.tenant_slug(history.owner)
     stranger_tenant = await factory.tenant_slug(history.stranger)
-    cases: list[tuple[dict[str, Any], list[Session]]] = [
+    cases: list[tuple[dict[str, Any], list[SessionRef]]] = [
         ({"character_slug": first_slug}, [s["in progress"], s["seed"]]),
         ({"tenant_id": owner_tenant}, [s["gpt-4o"], s["in progress"], s["seed"]]),
         ({"tenant_id": stranger_tenant}, []),

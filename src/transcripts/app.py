@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -17,17 +17,13 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
+from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
-from transcripts.db.repository import ApiKeyUsage, Repository
-from transcripts.dialects.agents import dashboard, lifecycle
-from transcripts.dialects.agents.envelope import render_envelope_error
-from transcripts.dialects.agents.routes import HOT_READS as AGENTS_HOT_READS
-from transcripts.dialects.agents.routes import router as agents_router
-from transcripts.dialects.anam.errors import render_anam_error
-from transcripts.dialects.anam.routes import HOT_READS as ANAM_HOT_READS
-from transcripts.dialects.anam.routes import router as anam_router
-from transcripts.dialects.hot import HotReads
-from transcripts.dialects.routing import ErrorRenderer, error_renderer_for, error_response
+from transcripts.db.hot_read import TranscriptReads
+from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.dialects import Dialect, agents, anam, dialect_for_path
+from transcripts.dialects.hot import HotReads, verify_hot_routes
+from transcripts.dialects.routing import DialectRoute, error_response
 from transcripts.downloads import router as downloads_router
 from transcripts.errors import (
     BadRequest,
@@ -43,16 +39,24 @@ from transcripts.operations import router as operations_router
 from transcripts.recordings import open_recording_store
 from transcripts.runtime import settle_garbage_collector
 from transcripts.settings import Settings
+from transcripts.state import AppState
 from transcripts.validation import field_errors
 
-__all__ = ["create_app", "openapi_document"]
+__all__ = ["DIALECTS", "create_app", "openapi_document"]
+
+# The dialects the service speaks; the first also answers paths outside every dialect.
+DIALECTS: tuple[Dialect, ...] = (agents.DIALECT, anam.DIALECT)
 
 logger = logging.getLogger("transcripts")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, dialects: Sequence[Dialect] = DIALECTS
+) -> FastAPI:
     settings = settings or Settings()
     token_verifier = TokenVerifier(settings)
+    metrics = Metrics()
+    access_log = AccessLog()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,10 +66,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
-            app.state.key_usage = key_usage
-            app.state.database = database
-            app.state.repository = Repository(database, key_usage)
-            app.state.recording_store = await open_recording_store(settings, stack)
+            app.state.transcripts = AppState(
+                settings=settings,
+                token_verifier=token_verifier,
+                metrics=metrics,
+                access_log=access_log,
+                database=database,
+                key_usage=key_usage,
+                transcripts=TranscriptReads(database, key_usage),
+                dashboard=DashboardReads(database),
+                recordings=await open_recording_store(settings, stack),
+            )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             settle_garbage_collector()
             yield
@@ -84,46 +95,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # 10 µs of a 300 µs transcript read) to find that no SDK is installed.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.settings = settings
-    app.state.token_verifier = token_verifier
-    metrics = Metrics()
-    app.state.metrics = metrics
-    access_log = AccessLog()
-    app.state.access_log = access_log
     app.include_router(operations_router)
     app.include_router(downloads_router)
-    app.include_router(agents_router)
-    app.include_router(lifecycle.router)
-    app.include_router(dashboard.router)
-    app.include_router(anam_router)
-    app.add_middleware(HotReads, reads=[*AGENTS_HOT_READS, *ANAM_HOT_READS])
-    _install_error_handlers(app)
+    for dialect in dialects:
+        for router in dialect.routers:
+            app.include_router(router)
+    app.add_middleware(HotReads, reads=verify_hot_routes(app.routes))
+
+    def render(request: Request, error: TranscriptsError) -> Response:
+        """The failure in the body of the matched route's dialect, else of the path's."""
+        route = request.scope.get("route")
+        if isinstance(route, DialectRoute):
+            return error_response(route.render_error, error)
+        return error_response(dialect_for_path(dialects, request.url.path).render_error, error)
+
+    _install_error_handlers(app, render)
     # Observability outermost, so the guard's refusals are logged and counted too.
-    app.add_middleware(RequestGuard, render_error=_render)
+    app.add_middleware(RequestGuard, render_error=render)
     app.add_middleware(
-        ObservabilityMiddleware, metrics=metrics, access_log=access_log, render_error=_render
+        ObservabilityMiddleware, metrics=metrics, access_log=access_log, render_error=render
     )
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
 
 
-def _renderer_by_prefix(path: str) -> ErrorRenderer:
-    return render_anam_error if path == "/v1" or path.startswith("/v1/") else render_envelope_error
+Renderer = Callable[[Request, TranscriptsError], Response]
 
 
-def _render(request: Request, error: TranscriptsError) -> Response:
-    return error_response(error_renderer_for(request, _renderer_by_prefix), error)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, render: Renderer) -> None:
     async def domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TranscriptsError)
-        return _render(request, exc)
+        return render(request, exc)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = field_errors(exc.errors())
-        return _render(request, BadRequest(f"Invalid {', '.join(errors)}.", errors))
+        return render(request, BadRequest(f"Invalid {', '.join(errors)}.", errors))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -135,7 +142,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             error = TranscriptsError(str(exc.detail))
             error.status_code = exc.status_code
-        response = _render(request, error)
+        response = render(request, error)
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
@@ -144,10 +151,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, IntegrityError):
             # Two writers raced past the service's own checks (e.g. the same new slug at
             # once): the database kept one; the other learns the data conflicts.
-            return _render(request, Conflict())
+            return render(request, Conflict())
         if is_unavailable(exc):
             logger.warning("database unreachable: %s", type(exc).__name__)
-            return _render(request, ServiceUnavailable())
+            return render(request, ServiceUnavailable())
         raise exc  # unexpected: ObservabilityMiddleware logs it and answers 500
 
     handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {

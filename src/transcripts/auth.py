@@ -12,12 +12,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import Depends, Request
 from jwt.types import Options
 
 from transcripts.domain import ApiKeyCredentials, Credentials, UserCredentials
@@ -25,12 +24,10 @@ from transcripts.errors import NotAuthenticated
 from transcripts.settings import Settings
 
 __all__ = [
-    "CredentialsDep",
     "GeneratedApiKey",
     "TokenVerifier",
     "credentials_from_headers",
     "generate_api_key",
-    "get_credentials",
     "hash_api_key",
     "mint_access_token",
 ]
@@ -194,13 +191,3 @@ def credentials_from_headers(
     if token.startswith(API_KEY_PREFIX):
         return api_key_credentials(token)
     return verifier.verify(token)
-
-
-async def get_credentials(request: Request) -> Credentials:
-    headers = request.headers
-    return credentials_from_headers(
-        headers.get("x-api-key"), headers.get("authorization"), request.app.state.token_verifier
-    )
-
-
-CredentialsDep = Annotated[Credentials, Depends(get_credentials)]

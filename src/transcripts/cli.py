@@ -18,14 +18,13 @@ import orjson
 from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from transcripts import service
 from transcripts.auth import mint_access_token
 from transcripts.db.engine import Database
-from transcripts.db.tables import Tenant
 from transcripts.errors import TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
+from transcripts.services import accounts
 from transcripts.settings import Settings
 
 __all__ = ["main", "serve"]
@@ -96,14 +95,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(db: Any) -> dict[str, Any]:
-        user = await service.create_user(
+        user = await accounts.create_user(
             db, args.email, tenant_slug=args.tenant, is_staff=args.staff
         )
-        tenant = await db.get(Tenant, user.tenant_id) if user.tenant_id else None
         return {
             "id": user.id,
             "email": user.email,
-            "tenant_id": tenant.slug if tenant else None,
+            "tenant_id": user.tenant_slug,
             "is_staff": user.is_staff,
             "is_active": user.is_active,
         }
@@ -119,7 +117,7 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_api_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     async def work(db: Any) -> dict[str, Any]:
-        api_key, generated = await service.create_api_key(db, args.user, args.name)
+        api_key, generated = await accounts.create_api_key(db, args.user, args.name)
         return {
             "id": api_key.id,
             "name": api_key.name,
@@ -140,7 +138,7 @@ def cmd_api_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_api_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     async def work(db: Any) -> None:
-        await service.revoke_api_key(db, args.id)
+        await accounts.revoke_api_key(db, args.id)
 
     _run_in_transaction(settings, work)
     print(f"API key {args.id} revoked")

@@ -15,13 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from transcripts import service
-from transcripts.db.tables import ApiKey, Character, Session, User
+from transcripts.domain import CharacterRecord, NewTurn, UserRecord
 from transcripts.pricing import PriceTable, Usage
 from transcripts.recordings import LocalRecordingStore
+from transcripts.services import accounts, sessions
 
 __all__ = ["DemoData", "seed_demo"]
 
@@ -108,9 +107,9 @@ class DemoData:
     session_ids: list[str]
 
 
-def long_transcript(turn_count: int, seed: int = 7) -> list[service.NewTurn]:
+def long_transcript(turn_count: int, seed: int = 7) -> list[NewTurn]:
     rng = random.Random(seed)
-    turns: list[service.NewTurn] = []
+    turns: list[NewTurn] = []
     ts = 0.4
     for index in range(turn_count):
         role: Literal["user", "assistant"] = "assistant" if index % 2 == 0 else "user"
@@ -118,7 +117,7 @@ def long_transcript(turn_count: int, seed: int = 7) -> list[service.NewTurn]:
         text = rng.choice(lines)
         speaking = round(len(text) / 15, 2)
         turns.append(
-            service.NewTurn(
+            NewTurn(
                 turn_index=index,
                 role=role,
                 text=text,
@@ -135,31 +134,22 @@ async def seed_demo(
     db: AsyncSession, prices: PriceTable, recordings: LocalRecordingStore
 ) -> DemoData:
     recordings_dir = recordings.directory
-    user = await db.scalar(select(User).where(User.email == DEMO_EMAIL))
+    user = await accounts.user_by_email(db, DEMO_EMAIL)
     if user is None:
-        user = await service.create_user(db, DEMO_EMAIL, tenant_slug="acme")
-        character = await service.create_character(
+        user = await accounts.create_user(db, DEMO_EMAIL, tenant_slug="acme")
+        character = await accounts.create_character(
             db,
-            user,
+            user.id,
             slug="support-bot",
             name="Support Bot",
             allowed_origins=["http://127.0.0.1:8000", "http://localhost:8000"],
         )
         await _seed_sessions(db, character, user, prices, recordings)
     # Keys are shown once, so each run issues a new one and retires the last run's.
-    for old_key in await db.scalars(
-        select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.name == DEMO_KEY_NAME)
-    ):
-        await service.revoke_api_key(db, old_key.id)
-    _, generated = await service.create_api_key(db, user.id, DEMO_KEY_NAME)
+    await accounts.revoke_api_keys_named(db, user.id, DEMO_KEY_NAME)
+    _, generated = await accounts.create_api_key(db, user.id, DEMO_KEY_NAME)
     session_ids = [
-        str(session_id)
-        for session_id in await db.scalars(
-            select(Session.session_id)
-            .join(Character, Character.id == Session.character_id)
-            .where(Character.created_by_id == user.id)
-            .order_by(Session.id)
-        )
+        str(session_id) for session_id in await sessions.session_ids_created_by(db, user.id)
     ]
     # Recordings live beside the database, not in it: put the example's back if it went away.
     ensure_recording(recordings_dir, session_ids[0])
@@ -173,13 +163,13 @@ async def seed_demo(
 
 async def _seed_sessions(
     db: AsyncSession,
-    character: Character,
-    user: User,
+    character: CharacterRecord,
+    user: UserRecord,
     prices: PriceTable,
     recordings: LocalRecordingStore,
 ) -> None:
     started = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    example = await service.start_session(
+    example = await sessions.start_session(
         db,
         character,
         user_id=user.id,
@@ -188,11 +178,11 @@ async def _seed_sessions(
         room_name="oshara-voice-support-bot-user123-abc12",
         started_at=started,
     )
-    await service.append_turns(
+    await sessions.append_turns(
         db,
         example,
         [
-            service.NewTurn(
+            NewTurn(
                 turn_index=index,
                 role="assistant" if role == "assistant" else "user",
                 text=text,
@@ -206,7 +196,7 @@ async def _seed_sessions(
     # The worker uploads the call recording, then registers it at finalize.
     ensure_recording(recordings.directory, example.session_id)
     recording_url = f"s3://{DEMO_BUCKET}/{example.session_id}.wav"
-    await service.finalize_session(
+    await sessions.finalize_session(
         db,
         example,
         Usage(
@@ -221,12 +211,14 @@ async def _seed_sessions(
         ),
         prices,
         ended_at=started + timedelta(seconds=184.7),
-        recording=service.RegisteredRecording(recording_url, await recordings.check(recording_url)),
+        recording=sessions.RegisteredRecording(
+            recording_url, await recordings.check(recording_url)
+        ),
     )
 
     long_started = started + timedelta(minutes=30)
     turns = long_transcript(320)
-    long_session = await service.start_session(
+    long_session = await sessions.start_session(
         db,
         character,
         user_id=user.id,
@@ -234,8 +226,8 @@ async def _seed_sessions(
         metadata={"user_id": "u_77", "plan": "enterprise"},
         started_at=long_started,
     )
-    await service.append_turns(db, long_session, turns)
-    await service.finalize_session(
+    await sessions.append_turns(db, long_session, turns)
+    await sessions.finalize_session(
         db,
         long_session,
         Usage(
@@ -252,7 +244,7 @@ async def _seed_sessions(
         ended_at=long_started + timedelta(seconds=turns[-1].ts + 5),
     )
 
-    in_progress = await service.start_session(
+    in_progress = await sessions.start_session(
         db,
         character,
         user_id=user.id,
@@ -260,4 +252,4 @@ async def _seed_sessions(
         metadata={"plan": "free"},
         started_at=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1),
     )
-    await service.append_turns(db, in_progress, long_transcript(4, seed=3))
+    await sessions.append_turns(db, in_progress, long_transcript(4, seed=3))

@@ -6,25 +6,43 @@ returns it: no per-turn object is built between the database and the JSON encode
 
 from __future__ import annotations
 
+import enum
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "ApiKeyCredentials",
+    "ApiKeyRecord",
+    "AppendResult",
     "Caller",
+    "CharacterRecord",
     "Credentials",
+    "FormResponseRecord",
     "HistoryFilter",
+    "NewTurn",
+    "RecordingStatus",
     "SessionHistoryPage",
     "SessionPage",
     "SessionRecord",
+    "SessionRef",
     "SignedUrl",
     "Turns",
     "UsageTotals",
     "UserCredentials",
+    "UserRecord",
     "usd_from_micros",
 ]
+
+
+class RecordingStatus(enum.StrEnum):
+    NONE = "NONE"
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
 
 COST_QUANTUM = Decimal("0.000001")
 
@@ -182,3 +200,83 @@ class SignedUrl:
 class SessionPage:
     records: list[SessionRecord]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    email: str
+    tenant_id: int | None
+    tenant_slug: str | None
+    is_staff: bool
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A key as it is stored: never the key itself, nor (outside ``db/``) its hash."""
+
+    id: int
+    user_id: int
+    name: str
+    key_preview: str
+    is_active: bool
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CharacterRecord:
+    id: int
+    public_id: uuid.UUID
+    slug: str
+    name: str
+    tenant_id: int
+    created_by_id: int
+    is_active: bool
+    transcripts_enabled: bool
+    allowed_origins: list[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """A session's row without its transcript or usage: what the write path works with."""
+
+    id: int
+    session_id: uuid.UUID
+    tenant_id: int
+    character_id: int
+    user_id: int | None
+    room_name: str
+    created_at: datetime
+    finalized_at: datetime | None
+    recording_url: str | None
+    recording_status: RecordingStatus
+
+
+@dataclass(frozen=True, slots=True)
+class FormResponseRecord:
+    id: int
+    form_id: str
+    session_id: uuid.UUID
+    values: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewTurn:
+    turn_index: int
+    role: Literal["user", "assistant"]
+    text: str
+    ts: float
+    speaking_duration_seconds: float | None = None
+    was_interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    session_id: uuid.UUID
+    received: int
+    inserted: int
+    turn_count: int

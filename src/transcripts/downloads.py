@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, Response
 
 from transcripts.errors import Forbidden, NotFound
 from transcripts.recordings import LOCAL_ROUTE, LocalRecordingStore
+from transcripts.state import app_state
 
 __all__ = ["router"]
 
@@ -37,7 +38,7 @@ async def download_recording(
     expires: Annotated[int, Query()],
     signature: Annotated[str, Query(max_length=64)],
 ) -> Response:
-    store = request.app.state.recording_store
+    store = app_state(request.app).recordings
     if not isinstance(store, LocalRecordingStore):
         raise NotFound()
     if not store.verify(bucket, key, expires, signature):

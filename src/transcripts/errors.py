@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "SESSION_NOT_FOUND",
     "BadRequest",
     "Conflict",
     "Forbidden",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 FieldErrors = Mapping[str, Sequence[str]]
+
+SESSION_NOT_FOUND = "Session not found."
 
 
 class TranscriptsError(Exception):

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from transcripts.errors import ServiceUnavailable
+from transcripts.state import app_state
 
 __all__ = ["router"]
 
@@ -24,7 +25,7 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     """Readiness: the database answers; a replica that cannot reach it leaves the rotation."""
     try:
-        await request.app.state.database.ping()
+        await app_state(request.app).database.ping()
     except ServiceUnavailable:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
     return JSONResponse({"status": "ready"})
@@ -33,5 +34,5 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        generate_latest(app_state(request.app).metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -28,8 +28,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.types import Scope
 
-from transcripts.db.tables import RecordingStatus
-from transcripts.domain import SignedUrl
+from transcripts.domain import RecordingStatus, SignedUrl
 from transcripts.settings import Settings
 
 __all__ = [

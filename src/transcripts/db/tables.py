@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -25,13 +24,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from transcripts.db.types import BigIntPK, UTCDateTime
+from transcripts.domain import RecordingStatus
 
 __all__ = [
     "ApiKey",
     "Base",
     "Character",
     "FormResponse",
-    "RecordingStatus",
     "Session",
     "Tenant",
     "Turn",
@@ -54,13 +53,6 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
-
-
-class RecordingStatus(enum.StrEnum):
-    NONE = "NONE"
-    PENDING = "PENDING"
-    READY = "READY"
-    FAILED = "FAILED"
 
 
 class Tenant(Base):

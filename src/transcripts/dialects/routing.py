@@ -18,7 +18,6 @@ __all__ = [
     "DialectRoute",
     "ErrorRenderer",
     "add_slash_agnostic_route",
-    "error_renderer_for",
     "error_response",
     "with_body_checks",
 ]
@@ -99,16 +98,6 @@ def error_response(renderer: ErrorRenderer, error: TranscriptsError) -> Response
     """The failure in the dialect's body; a 401 also says how to authenticate."""
     headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
     return renderer(error, headers)
-
-
-def error_renderer_for(
-    request: Request, by_prefix: Callable[[str], ErrorRenderer]
-) -> ErrorRenderer:
-    """The renderer of the matched route; unmatched paths are judged by their prefix."""
-    route = request.scope.get("route")
-    if isinstance(route, DialectRoute):
-        return route.render_error
-    return by_prefix(request.url.path)
 
 
 def add_slash_agnostic_route(

@@ -9,17 +9,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
-from transcripts import service
 from transcripts.dependencies import (
     CallerDep,
+    DashboardDep,
     DbSessionDep,
     OptionalCallerDep,
     RecordingStoreDep,
-    RepositoryDep,
 )
+from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SlugPath, WriteRoute
 from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
 from transcripts.dialects.agents.mapper import api_key_data, form_response_data, session_history
-from transcripts.dialects.agents.routes import SECURITY, EnvelopeRoute, WriteRoute
 from transcripts.dialects.routing import add_slash_agnostic_route
 from transcripts.domain import HistoryFilter
 from transcripts.errors import BadRequest
@@ -35,6 +34,7 @@ from transcripts.generated.agents import (
 )
 from transcripts.limits import MAX_PAGE, MAX_PAGE_SIZE
 from transcripts.recordings import link_for
+from transcripts.services import accounts, sessions
 from transcripts.validation import as_utc
 
 __all__ = ["router"]
@@ -43,13 +43,11 @@ router = APIRouter(route_class=EnvelopeRoute)
 
 MAX_ROW_ID = 2**63 - 1
 
-SlugPath = Annotated[str, Path(max_length=64, description="The character's slug.")]
-
 
 async def get_session_history(
     request: Request,
     caller: CallerDep,
-    repository: RepositoryDep,
+    dashboard: DashboardDep,
     recordings: RecordingStoreDep,
     character_slug: Annotated[str | None, Query(max_length=64)] = None,
     tenant_id: Annotated[str | None, Query(max_length=64, description="A tenant slug.")] = None,
@@ -65,7 +63,7 @@ async def get_session_history(
     start, end = as_utc(start, "start"), as_utc(end, "end")
     if start is not None and end is not None and end < start:
         raise BadRequest("Invalid end.", {"end": ["Must not be before start."]})
-    history = await repository.session_history(
+    history = await dashboard.session_history(
         caller,
         HistoryFilter(character_slug=character_slug, tenant_slug=tenant_id, start=start, end=end),
         page=page,
@@ -75,16 +73,16 @@ async def get_session_history(
     return envelope_response(session_history(history, links))
 
 
-async def list_api_keys(caller: CallerDep, repository: RepositoryDep) -> Response:
+async def list_api_keys(caller: CallerDep, dashboard: DashboardDep) -> Response:
     return envelope_response(
-        [api_key_data(key) for key in await repository.api_keys(caller.user_id)]
+        [api_key_data(key) for key in await dashboard.api_keys(caller.user_id)]
     )
 
 
 async def create_api_key(
     body: CreateApiKeyRequest, caller: CallerDep, db: DbSessionDep
 ) -> Response:
-    api_key, generated = await service.create_api_key(db, caller.user_id, body.name)
+    api_key, generated = await accounts.create_api_key(db, caller.user_id, body.name)
     # The one time the key itself is shown; only its hash is stored.
     data = {**api_key_data(api_key), "key": generated.key}
     return envelope_response(data, status_code=201)
@@ -93,7 +91,7 @@ async def create_api_key(
 async def revoke_api_key(
     api_key_id: Annotated[int, Path(ge=1, le=MAX_ROW_ID)], caller: CallerDep, db: DbSessionDep
 ) -> Response:
-    api_key = await service.revoke_api_key(db, api_key_id, owner_id=caller.user_id)
+    api_key = await accounts.revoke_api_key(db, api_key_id, owner_id=caller.user_id)
     return envelope_response(api_key_data(api_key))
 
 
@@ -104,28 +102,24 @@ async def create_form_response(
     caller: OptionalCallerDep,
     db: DbSessionDep,
 ) -> Response:
-    character = await service.character_open_to(
+    character = await accounts.character_open_to(
         db, slug, caller=caller, origin=request.headers.get("origin"), field="slug"
     )
-    response = await service.record_form_response(
+    response = await sessions.record_form_response(
         db, character, body.session_id, form_id=body.form_id, values=body.values
     )
-    return envelope_response(form_response_data(response, body.session_id), status_code=201)
+    return envelope_response(form_response_data(response), status_code=201)
 
 
 async def list_form_responses(
     slug: SlugPath,
     caller: CallerDep,
-    repository: RepositoryDep,
+    dashboard: DashboardDep,
     session_id: uuid.UUID | None = None,
     form_id: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    responses = await repository.form_responses(
-        caller, slug, session_id=session_id, form_id=form_id
-    )
-    return envelope_response(
-        [form_response_data(response, session) for response, session in responses]
-    )
+    responses = await dashboard.form_responses(caller, slug, session_id=session_id, form_id=form_id)
+    return envelope_response([form_response_data(response) for response in responses])
 
 
 _READ: dict[str, Any] = {"response_class": Response, "openapi_extra": SECURITY}

@@ -8,9 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
-from transcripts import service
-from transcripts.db.repository import load_session_record
-from transcripts.db.tables import User
 from transcripts.dependencies import (
     CallerDep,
     DbSessionDep,
@@ -18,10 +15,11 @@ from transcripts.dependencies import (
     RecordingStoreDep,
     SettingsDep,
 )
+from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdPath, WriteRoute
 from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
 from transcripts.dialects.agents.mapper import session_summary
-from transcripts.dialects.agents.routes import SECURITY, EnvelopeRoute, SessionIdPath, WriteRoute
 from transcripts.dialects.routing import add_slash_agnostic_route
+from transcripts.domain import NewTurn
 from transcripts.generated.agents import (
     AgentSessionSummaryEnvelope,
     CharacterEnvelope,
@@ -35,7 +33,7 @@ from transcripts.generated.agents import (
 from transcripts.livekit import LiveKit
 from transcripts.pricing import Usage
 from transcripts.recordings import link_for
-from transcripts.validation import as_utc
+from transcripts.services import accounts, sessions
 
 __all__ = ["router"]
 
@@ -48,10 +46,9 @@ SESSION_TOKEN_TTL_SECONDS = 3600
 async def create_character(
     body: CreateCharacterRequest, caller: CallerDep, db: DbSessionDep
 ) -> Response:
-    creator = await db.get_one(User, caller.user_id)
-    character = await service.create_character(
+    character = await accounts.create_character(
         db,
-        creator,
+        caller.user_id,
         slug=body.slug,
         name=body.name,
         allowed_origins=[origin.root for origin in body.allowed_origins],
@@ -73,10 +70,10 @@ async def start_agent_session(
     db: DbSessionDep,
     settings: SettingsDep,
 ) -> Response:
-    character = await service.character_open_to(
+    character = await accounts.character_open_to(
         db, body.agent, caller=caller, origin=request.headers.get("origin"), field="agent"
     )
-    session = await service.start_session(
+    session = await sessions.start_session(
         db,
         character,
         user_id=caller.user_id if caller else None,
@@ -105,14 +102,13 @@ async def start_agent_session(
 async def append_session_turns(
     session_id: SessionIdPath, batch: TurnBatch, caller: CallerDep, db: DbSessionDep
 ) -> Response:
-    session = await service.session_for_write(db, caller, session_id)
-    turns = [service.NewTurn(**turn.model_dump()) for turn in batch.root]
-    inserted = await service.append_turns(db, session, turns)
+    turns = [NewTurn(**turn.model_dump()) for turn in batch.root]
+    result = await sessions.append(db, caller, session_id, turns)
     data = {
-        "session_id": str(session.session_id),
-        "received": len(turns),
-        "inserted": inserted,
-        "turn_count": await service.turn_count(db, session),
+        "session_id": str(result.session_id),
+        "received": result.received,
+        "inserted": result.inserted,
+        "turn_count": result.turn_count,
     }
     return envelope_response(data)
 
@@ -127,12 +123,6 @@ async def finalize_agent_session(
     body: Annotated[FinalizeRequest | None, Body()] = None,
 ) -> Response:
     body = body or FinalizeRequest()
-    session = await service.session_for_write(db, caller, session_id)
-    recording = None
-    if body.recording_url is not None:
-        # Checked once, here; reads never look at the object again.
-        status = await recordings.check(body.recording_url)
-        recording = service.RegisteredRecording(body.recording_url, status)
     usage = Usage(
         llm_input_tokens=body.llm_input_tokens or 0,
         llm_output_tokens=body.llm_output_tokens or 0,
@@ -143,15 +133,16 @@ async def finalize_agent_session(
         tts_characters=body.tts_characters or 0,
         tts_provider=body.tts_provider,
     )
-    await service.finalize_session(
+    record = await sessions.finalize(
         db,
-        session,
+        caller,
+        session_id,
         usage,
         settings.prices,
-        ended_at=as_utc(body.ended_at, "ended_at"),
-        recording=recording,
+        recordings,
+        ended_at=body.ended_at,
+        recording_url=body.recording_url,
     )
-    record = await load_session_record(db, session.id)
     link = await link_for(recordings, record.recording_url, request.scope)
     return envelope_response(session_summary(record, link))
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from transcripts.db.tables import ApiKey, FormResponse
-from transcripts.domain import SessionHistoryPage, SessionRecord, SignedUrl
+from transcripts.domain import (
+    ApiKeyRecord,
+    FormResponseRecord,
+    SessionHistoryPage,
+    SessionRecord,
+    SignedUrl,
+)
 
 __all__ = ["api_key_data", "form_response_data", "session_history", "session_summary"]
 
@@ -81,7 +85,7 @@ def session_history(
     }
 
 
-def api_key_data(api_key: ApiKey) -> dict[str, Any]:
+def api_key_data(api_key: ApiKeyRecord) -> dict[str, Any]:
     """A key as listings show it: never the key itself, nor its hash."""
     return {
         "id": api_key.id,
@@ -93,11 +97,11 @@ def api_key_data(api_key: ApiKey) -> dict[str, Any]:
     }
 
 
-def form_response_data(response: FormResponse, session_id: uuid.UUID) -> dict[str, Any]:
+def form_response_data(response: FormResponseRecord) -> dict[str, Any]:
     return {
         "id": response.id,
         "form_id": response.form_id,
-        "session_id": str(session_id),
+        "session_id": str(response.session_id),
         "values": response.values,
         "created_at": response.created_at,
     }

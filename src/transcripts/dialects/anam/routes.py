@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
 from typing import Annotated, Any
 
 import orjson
@@ -11,20 +10,25 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from transcripts.auth import CredentialsDep
-from transcripts.db.repository import Repository
-from transcripts.dependencies import CallerDep, RecordingStoreDep, RepositoryDep
+from transcripts.dependencies import (
+    CallerDep,
+    CredentialsDep,
+    DashboardDep,
+    RecordingStoreDep,
+    TranscriptsDep,
+)
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
-from transcripts.dialects.hot import HotRead
+from transcripts.dialects.hot import add_hot_route
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 from transcripts.limits import MAX_PAGE, MAX_PER_PAGE
 from transcripts.recordings import link_for
+from transcripts.state import AppState
 
-__all__ = ["HOT_READS", "router"]
+__all__ = ["AnamRoute", "router"]
 
 AnamRoute = route_class("AnamRoute", render_anam_error)
 router = APIRouter(route_class=AnamRoute)
@@ -41,7 +45,6 @@ def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 431, 500, 503))
     responses: dict[int | str, Any] = {200: {"model": model}}
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
-        "methods": ["GET"],
         "tags": ["Sessions"],
         "response_class": Response,
         "responses": responses,
@@ -49,32 +52,16 @@ def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 431, 500, 503))
     }
 
 
-async def session_transcript(
-    repository: Repository, credentials: Credentials, session_id: uuid.UUID
-) -> Response:
-    return _json(anam_transcript(await repository.session(credentials, session_id)))
-
-
 async def get_session_transcript(
-    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+    state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
-    return await session_transcript(repository, credentials, session_id)
-
-
-def _hot_transcript(
-    state: Any, credentials: Credentials, session_id: uuid.UUID, scope: Scope
-) -> Awaitable[Response]:
-    return session_transcript(state.repository, credentials, session_id)
-
-
-TRANSCRIPT_PATH = "/v1/sessions/{id}/transcript"
-HOT_READS = [HotRead(TRANSCRIPT_PATH, _hot_transcript, render_anam_error)]
+    return _json(anam_transcript(await state.transcripts.session(credentials, session_id)))
 
 
 async def get_session(
-    session_id: SessionIdPath, credentials: CredentialsDep, repository: RepositoryDep
+    session_id: SessionIdPath, credentials: CredentialsDep, transcripts: TranscriptsDep
 ) -> Response:
-    record = await repository.session(credentials, session_id, with_turns=False)
+    record = await transcripts.session(credentials, session_id, with_turns=False)
     return _json(anam_session(record))
 
 
@@ -82,10 +69,10 @@ async def get_session_recording(
     request: Request,
     session_id: SessionIdPath,
     credentials: CredentialsDep,
-    repository: RepositoryDep,
+    transcripts: TranscriptsDep,
     recordings: RecordingStoreDep,
 ) -> Response:
-    record = await repository.session(credentials, session_id, with_turns=False)
+    record = await transcripts.session(credentials, session_id, with_turns=False)
     signed = await link_for(recordings, record.recording_url, request.scope)
     if signed is None:
         raise NotFound("Recording not found")
@@ -94,7 +81,7 @@ async def get_session_recording(
 
 async def list_sessions(
     caller: CallerDep,
-    repository: RepositoryDep,
+    dashboard: DashboardDep,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page number for pagination.")] = 1,
     per_page: Annotated[
         int,
@@ -113,16 +100,17 @@ async def list_sessions(
         uuid.UUID | None, Query(alias="personaId", description="Filter sessions by persona ID.")
     ] = None,
 ) -> Response:
-    sessions = await repository.list_sessions(
+    sessions = await dashboard.list_sessions(
         caller, page=page, per_page=per_page, persona_id=persona_id, search=search
     )
     return _json(anam_session_list(sessions, page, per_page))
 
 
-add_slash_agnostic_route(
+add_hot_route(
     router,
-    TRANSCRIPT_PATH,
+    "/v1/sessions/{id}/transcript",
     get_session_transcript,
+    session_id=SessionIdPath,
     operation_id="getSessionTranscript",
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
@@ -132,6 +120,7 @@ add_slash_agnostic_route(
     router,
     "/v1/sessions/{id}/recording",
     get_session_recording,
+    methods=["GET"],
     operation_id="getSessionRecording",
     summary="Get session recording",
     description="Returns a presigned URL to download the session recording (1 hour by default).",
@@ -141,6 +130,7 @@ add_slash_agnostic_route(
     router,
     "/v1/sessions/{id}",
     get_session,
+    methods=["GET"],
     operation_id="getSession",
     summary="Get session",
     description="Returns a session by ID.",
@@ -150,6 +140,7 @@ add_slash_agnostic_route(
     router,
     "/v1/sessions",
     list_sessions,
+    methods=["GET"],
     operation_id="listSessions",
     summary="List sessions",
     description="Returns a paginated list of the caller's sessions, newest first.",

@@ -1,0 +1,184 @@
+"""The write path's statements: sessions, their turns, finalize, form responses.
+
+A repository wraps the unit of work (an ``AsyncSession``) it is given and never commits;
+the caller of the service owns the transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from transcripts.db.dashboard import form_response_record, owned_by
+from transcripts.db.tables import Character, FormResponse, Session, Turn
+from transcripts.domain import (
+    Caller,
+    CharacterRecord,
+    FormResponseRecord,
+    NewTurn,
+    SessionRef,
+)
+
+__all__ = ["SessionRepository"]
+
+
+def _ref(session: Session) -> SessionRef:
+    return SessionRef(
+        id=session.id,
+        session_id=session.session_id,
+        tenant_id=session.tenant_id,
+        character_id=session.character_id,
+        user_id=session.user_id,
+        room_name=session.room_name,
+        created_at=session.created_at,
+        finalized_at=session.finalized_at,
+        recording_url=session.recording_url,
+        recording_status=session.recording_status,
+    )
+
+
+class SessionRepository:
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+        self._backend = db.get_bind().dialect.name
+
+    async def add(
+        self,
+        character: CharacterRecord,
+        *,
+        user_id: int | None,
+        room_name: str,
+        origin_url: str | None,
+        metadata: dict[str, Any],
+        client_label: str | None,
+        created_at: datetime,
+    ) -> SessionRef:
+        session = Session(
+            session_id=uuid.uuid4(),
+            tenant_id=character.tenant_id,
+            character_id=character.id,
+            user_id=user_id,
+            room_name=room_name,
+            origin_url=origin_url,
+            metadata_=metadata,
+            client_label=client_label,
+            transcripts_enabled=character.transcripts_enabled,
+            created_at=created_at,
+        )
+        self._db.add(session)
+        await self._db.flush()
+        return _ref(session)
+
+    async def lock_for_write(self, caller: Caller, session_id: uuid.UUID) -> SessionRef | None:
+        """The caller's session, locked until the transaction ends; None when it is missing
+        or not the caller's."""
+        if self._backend == "sqlite":
+            # SQLite has no row locks, and its driver begins a transaction only at the first
+            # write: a no-op write takes the database's write lock before the session is read.
+            await self._db.execute(
+                update(Session)
+                .where(Session.session_id == session_id)
+                .values(id=Session.id)
+                .execution_options(synchronize_session=False)
+            )
+        statement = (
+            select(Session)
+            .join(Character, Character.id == Session.character_id)
+            .where(Session.session_id == session_id, *owned_by(caller))
+            .with_for_update(of=Session)
+            # The row as it is now, even if an older copy is in this session's identity map.
+            .execution_options(populate_existing=True)
+        )
+        session = await self._db.scalar(statement)
+        return None if session is None else _ref(session)
+
+    async def insert_turns(
+        self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime
+    ) -> set[int]:
+        """Insert the turns whose index is not stored yet; returns the indexes inserted."""
+        rows = [
+            {
+                "session_pk": session_pk,
+                "turn_index": turn.turn_index,
+                "role": turn.role,
+                "text": turn.text,
+                "ts": turn.ts,
+                "speaking_duration_seconds": turn.speaking_duration_seconds,
+                "was_interrupted": turn.was_interrupted,
+                "created_at": now,
+            }
+            for turn in turns
+        ]
+        insert = postgres_insert if self._backend == "postgresql" else sqlite_insert
+        statement = insert(Turn).on_conflict_do_nothing(index_elements=["session_pk", "turn_index"])
+        result = await self._db.execute(statement.returning(Turn.turn_index), rows)
+        return {row[0] for row in result}
+
+    async def stored_turns(self, session_pk: int, indexes: Iterable[int]) -> dict[int, NewTurn]:
+        turns = await self._db.scalars(
+            select(Turn).where(Turn.session_pk == session_pk, Turn.turn_index.in_(list(indexes)))
+        )
+        return {
+            turn.turn_index: NewTurn(
+                turn_index=turn.turn_index,
+                role="assistant" if turn.role == "assistant" else "user",
+                text=turn.text,
+                ts=turn.ts,
+                speaking_duration_seconds=turn.speaking_duration_seconds,
+                was_interrupted=turn.was_interrupted,
+            )
+            for turn in turns
+        }
+
+    async def turn_count(self, session_pk: int) -> int:
+        return await self._db.scalar(select(func.count()).where(Turn.session_pk == session_pk)) or 0
+
+    async def update(self, session_pk: int, **values: Any) -> None:
+        """Set columns of the session's row (``updated_at`` follows)."""
+        await self._db.execute(
+            update(Session)
+            .where(Session.id == session_pk)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def session_pk_of_character(self, session_id: uuid.UUID, character_id: int) -> int | None:
+        return await self._db.scalar(
+            select(Session.id).where(
+                Session.session_id == session_id, Session.character_id == character_id
+            )
+        )
+
+    async def add_form_response(
+        self,
+        *,
+        character_id: int,
+        session_pk: int,
+        session_id: uuid.UUID,
+        form_id: str,
+        values: dict[str, Any],
+    ) -> FormResponseRecord:
+        response = FormResponse(
+            character_id=character_id, session_pk=session_pk, form_id=form_id, values=values
+        )
+        self._db.add(response)
+        await self._db.flush()
+        return form_response_record(response, session_id)
+
+    async def session_ids_created_by(self, user_id: int) -> list[uuid.UUID]:
+        """The ids of sessions of the user's characters, oldest first."""
+        return list(
+            await self._db.scalars(
+                select(Session.session_id)
+                .join(Character, Character.id == Session.character_id)
+                .where(Character.created_by_id == user_id)
+                .order_by(Session.id)
+            )
+        )

@@ -1,0 +1,126 @@
+"""Users, tenants, API keys and characters: who may act for whom."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from transcripts.auth import GeneratedApiKey, generate_api_key
+from transcripts.db.accounts import AccountRepository, CharacterRepository
+from transcripts.domain import ApiKeyRecord, Caller, CharacterRecord, UserRecord
+from transcripts.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
+
+__all__ = [
+    "CHARACTER_NOT_FOUND",
+    "character_open_to",
+    "create_api_key",
+    "create_character",
+    "create_user",
+    "revoke_api_key",
+    "revoke_api_keys_named",
+    "user_by_email",
+]
+
+CHARACTER_NOT_FOUND = "Character not found."
+
+
+async def create_user(
+    db: AsyncSession, email: str, *, tenant_slug: str | None = None, is_staff: bool = False
+) -> UserRecord:
+    accounts = AccountRepository(db)
+    if await accounts.email_in_use(email):
+        raise Conflict("A user with this email already exists.", {"email": ["Already in use."]})
+    tenant_id = (
+        await accounts.tenant_id(tenant_slug, create_as=tenant_slug) if tenant_slug else None
+    )
+    return await accounts.add_user(email, tenant_id=tenant_id, is_staff=is_staff)
+
+
+async def user_by_email(db: AsyncSession, email: str) -> UserRecord | None:
+    return await AccountRepository(db).user_by_email(email)
+
+
+async def create_api_key(
+    db: AsyncSession, user_id: int, name: str = "default"
+) -> tuple[ApiKeyRecord, GeneratedApiKey]:
+    accounts = AccountRepository(db)
+    if await accounts.user(user_id) is None:
+        raise NotFound("User not found.")
+    generated = generate_api_key()
+    api_key = await accounts.add_api_key(
+        user_id, name=name, key_hash=generated.key_hash, key_preview=generated.key_preview
+    )
+    return api_key, generated
+
+
+async def revoke_api_key(
+    db: AsyncSession, api_key_id: int, *, owner_id: int | None = None
+) -> ApiKeyRecord:
+    """Deactivate a key; with ``owner_id``, only one of that user's (else the same 404)."""
+    api_key = await AccountRepository(db).deactivate_api_key(
+        api_key_id, owner_id=owner_id, now=datetime.now(UTC)
+    )
+    if api_key is None:
+        raise NotFound("API key not found.")
+    return api_key
+
+
+async def revoke_api_keys_named(db: AsyncSession, user_id: int, name: str) -> None:
+    """Retire every key of the user's that carries ``name`` (the demo's, run after run)."""
+    for api_key_id in await AccountRepository(db).api_key_ids_named(user_id, name):
+        await revoke_api_key(db, api_key_id)
+
+
+async def create_character(
+    db: AsyncSession,
+    creator_id: int,
+    *,
+    slug: str,
+    name: str,
+    allowed_origins: Sequence[str] = (),
+    transcripts_enabled: bool = True,
+) -> CharacterRecord:
+    creator = await AccountRepository(db).user(creator_id)
+    if creator is None:
+        raise NotFound("User not found.")
+    if creator.tenant_id is None:
+        raise BadRequest("Only a member of a tenant can create a character.")
+    characters = CharacterRepository(db)
+    if await characters.slug_in_use(slug):
+        raise Conflict("A character with this slug already exists.", {"slug": ["Already in use."]})
+    return await characters.add(
+        slug=slug,
+        name=name,
+        tenant_id=creator.tenant_id,
+        created_by_id=creator.id,
+        allowed_origins=allowed_origins,
+        transcripts_enabled=transcripts_enabled,
+    )
+
+
+async def character_open_to(
+    db: AsyncSession, slug: str, *, caller: Caller | None, origin: str | None, field: str
+) -> CharacterRecord:
+    """The active character ``slug``, if this requester may act for it (start a session,
+    submit a form).
+
+    With credentials the caller must own it (or be staff): anything else is the same 404 as
+    an unknown slug. Without, the request must come from a browser origin on the character's
+    ``allowed_origins`` (Oshara's widget). ``field`` names the slug in the request.
+    """
+    if caller is None and origin is None:
+        raise NotAuthenticated()
+    owner_id = caller.user_id if caller is not None and not caller.is_staff else None
+    character = await CharacterRepository(db).active(slug, owner_id=owner_id)
+    if character is None:
+        raise NotFound(CHARACTER_NOT_FOUND, {field: [CHARACTER_NOT_FOUND]})
+    if caller is None and not _origin_allowed(origin, character.allowed_origins):
+        raise Forbidden("This origin may not use this character.")
+    return character
+
+
+def _origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
+    # Scheme and host are case-insensitive; browsers send them lowercased, people may not.
+    return origin is not None and origin.lower() in {entry.lower() for entry in allowed_origins}

@@ -1,0 +1,249 @@
+"""The voice worker's write path: a session started, its turns appended, then finalized."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from transcripts.db.dashboard import load_session_record
+from transcripts.db.sessions import SessionRepository
+from transcripts.domain import (
+    AppendResult,
+    Caller,
+    CharacterRecord,
+    FormResponseRecord,
+    NewTurn,
+    RecordingStatus,
+    SessionRecord,
+    SessionRef,
+)
+from transcripts.errors import SESSION_NOT_FOUND, BadRequest, Conflict, NotFound
+from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
+from transcripts.validation import as_utc
+
+__all__ = [
+    "RecordingChecker",
+    "RegisteredRecording",
+    "append",
+    "append_turns",
+    "finalize",
+    "finalize_session",
+    "record_form_response",
+    "session_for_write",
+    "session_ids_created_by",
+    "start_session",
+]
+
+
+class RecordingChecker(Protocol):
+    async def check(self, recording_url: str) -> RecordingStatus:
+        """READY if the object is there, PENDING if not yet, FAILED if it never can be."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredRecording:
+    """A recording URI with the status its store found when it was registered."""
+
+    url: str
+    status: RecordingStatus
+
+
+async def start_session(
+    db: AsyncSession,
+    character: CharacterRecord,
+    *,
+    user_id: int | None,
+    origin_url: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    room_name: str | None = None,
+    client_label: str | None = None,
+    started_at: datetime | None = None,
+) -> SessionRef:
+    if not character.is_active:
+        raise NotFound("Character not found.")
+    return await SessionRepository(db).add(
+        character,
+        user_id=user_id,
+        room_name=room_name or f"oshara-voice-{character.slug}-{secrets.token_hex(4)}",
+        origin_url=origin_url,
+        metadata=metadata or {},
+        client_label=client_label,
+        created_at=started_at or datetime.now(UTC),
+    )
+
+
+async def session_for_write(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> SessionRef:
+    """The caller's session, locked until the transaction ends.
+
+    Appends and finalize of one session take this lock first, so they run one at a time:
+    an append waiting behind a finalize sees ``finalized_at`` once it gets the lock.
+    Not the caller's session: the same 404 as an unknown id.
+    """
+    session = await SessionRepository(db).lock_for_write(caller, session_id)
+    if session is None:
+        raise NotFound(SESSION_NOT_FOUND)
+    return session
+
+
+async def append(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, turns: Sequence[NewTurn]
+) -> AppendResult:
+    """The append route's work: lock the caller's session, store the batch, count."""
+    session = await session_for_write(db, caller, session_id)
+    inserted = await append_turns(db, session, turns)
+    return AppendResult(
+        session_id=session.session_id,
+        received=len(turns),
+        inserted=inserted,
+        turn_count=await SessionRepository(db).turn_count(session.id),
+    )
+
+
+async def append_turns(db: AsyncSession, session: SessionRef, turns: Sequence[NewTurn]) -> int:
+    """Store a batch of turns; returns how many were new.
+
+    Idempotent on (session, turn_index): a retried turn is skipped, a different text for a
+    stored index is a conflict and the whole batch is refused. ``session`` comes from
+    ``session_for_write`` (or was started in this transaction).
+    """
+    if session.finalized_at is not None:
+        raise Conflict("The session is finalized; no more turns can be added.")
+    if not turns:
+        return 0
+    _refuse_duplicates_within(turns)
+    sessions = SessionRepository(db)
+    inserted = await sessions.insert_turns(session.id, turns, now=datetime.now(UTC))
+    retried = [turn for turn in turns if turn.turn_index not in inserted]
+    if retried:
+        stored = await sessions.stored_turns(session.id, (turn.turn_index for turn in retried))
+        _refuse_rewrites(stored, retried)
+    return len(inserted)
+
+
+def _refuse_duplicates_within(turns: Iterable[NewTurn]) -> None:
+    seen: dict[int, NewTurn] = {}
+    for turn in turns:
+        earlier = seen.setdefault(turn.turn_index, turn)
+        if earlier != turn:
+            raise Conflict(
+                f"Turn {turn.turn_index} appears twice in the batch with different content.",
+                {"turn_index": [f"Turn {turn.turn_index} is given twice with different content."]},
+            )
+
+
+def _refuse_rewrites(stored: dict[int, NewTurn], retried: Sequence[NewTurn]) -> None:
+    for turn in retried:
+        existing = stored[turn.turn_index]
+        if (existing.role, existing.text) != (turn.role, turn.text) or existing.ts != turn.ts:
+            message = f"Turn {turn.turn_index} is already stored with different content."
+            raise Conflict(message, {"turn_index": [message]})
+
+
+async def finalize(
+    db: AsyncSession,
+    caller: Caller,
+    session_id: uuid.UUID,
+    usage: Usage,
+    prices: PriceTable,
+    recordings: RecordingChecker,
+    *,
+    ended_at: datetime | None = None,
+    recording_url: str | None = None,
+) -> SessionRecord:
+    """The finalize route's work: lock the caller's session, settle the recording's status
+    (checked once, here; reads never look at the object again), record usage and cost, and
+    answer the session as it now stands. An ``ended_at`` without an offset is UTC."""
+    session = await session_for_write(db, caller, session_id)
+    ended_at = as_utc(ended_at, "ended_at")
+    recording = None
+    if recording_url is not None:
+        recording = RegisteredRecording(recording_url, await recordings.check(recording_url))
+    await finalize_session(db, session, usage, prices, ended_at=ended_at, recording=recording)
+    return await load_session_record(db, session.id)
+
+
+async def finalize_session(
+    db: AsyncSession,
+    session: SessionRef,
+    usage: Usage,
+    prices: PriceTable,
+    *,
+    ended_at: datetime | None = None,
+    recording: RegisteredRecording | None = None,
+) -> SessionRef:
+    """Record usage and cost, once. A repeated finalize leaves the stored result unchanged,
+    except that it may register the recording again, to move its status on.
+
+    ``session`` comes from ``session_for_write`` (or was started in this transaction); the
+    answer is the session as it now stands.
+    """
+    sessions = SessionRepository(db)
+    changes: dict[str, Any] = {}
+    if recording is not None and not _registered(session, recording):
+        changes.update(recording_url=recording.url, recording_status=recording.status)
+    if session.finalized_at is not None:
+        if changes:
+            await sessions.update(session.id, **changes)
+        return replace(session, **changes)
+    now = datetime.now(UTC)
+    if ended_at is not None and ended_at < session.created_at:
+        raise BadRequest(
+            "The session cannot end before it started.",
+            {"ended_at": ["Must not be before the session started."]},
+        )
+    await sessions.update(
+        session.id,
+        ended_at=ended_at or now,
+        finalized_at=now,
+        llm_input_tokens=usage.llm_input_tokens,
+        llm_output_tokens=usage.llm_output_tokens,
+        llm_model=usage.llm_model,
+        llm_provider=usage.llm_provider,
+        stt_audio_seconds=usage.stt_audio_seconds,
+        stt_provider=usage.stt_provider,
+        tts_characters=usage.tts_characters,
+        tts_provider=usage.tts_provider,
+        estimated_cost_micros=estimate_cost_micros(usage, prices),
+        **changes,
+    )
+    return replace(session, finalized_at=now, **changes)
+
+
+def _registered(session: SessionRef, recording: RegisteredRecording) -> bool:
+    """Whether registering ``recording`` would change nothing: it is the one stored, with
+    the same status, or already READY (which stays as it is unless another is registered)."""
+    if session.recording_url != recording.url:
+        return False
+    return session.recording_status in {recording.status, RecordingStatus.READY}
+
+
+async def record_form_response(
+    db: AsyncSession,
+    character: CharacterRecord,
+    session_id: uuid.UUID,
+    *,
+    form_id: str,
+    values: dict[str, Any],
+) -> FormResponseRecord:
+    """Store a form a visitor filled in during one of ``character``'s sessions."""
+    sessions = SessionRepository(db)
+    session_pk = await sessions.session_pk_of_character(session_id, character.id)
+    if session_pk is None:
+        raise NotFound(SESSION_NOT_FOUND, {"session_id": [SESSION_NOT_FOUND]})
+    return await sessions.add_form_response(
+        character_id=character.id,
+        session_pk=session_pk,
+        session_id=session_id,
+        form_id=form_id,
+        values=values,
+    )
+
+
+async def session_ids_created_by(db: AsyncSession, user_id: int) -> list[uuid.UUID]:
+    return await SessionRepository(db).session_ids_created_by(user_id)

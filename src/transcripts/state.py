@@ -1,0 +1,37 @@
+"""What the application holds while it runs, typed: the lifespan builds it, routes read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+
+from transcripts.auth import TokenVerifier
+from transcripts.db.dashboard import DashboardReads
+from transcripts.db.engine import Database
+from transcripts.db.hot_read import TranscriptReads
+from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.observability import AccessLog, Metrics
+from transcripts.recordings import RecordingStore
+from transcripts.settings import Settings
+
+__all__ = ["AppState", "app_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    token_verifier: TokenVerifier
+    metrics: Metrics
+    access_log: AccessLog
+    database: Database
+    key_usage: ApiKeyUsage
+    transcripts: TranscriptReads
+    dashboard: DashboardReads
+    recordings: RecordingStore
+
+
+def app_state(app: Starlette) -> AppState:
+    """The running application's state (set by its lifespan)."""
+    state: AppState = app.state.transcripts
+    return state
