@@ -60,6 +60,7 @@ bench: $(VENV)/.synced
 	@# As root, install what is missing; otherwise bench.run says what it needs.
 	@if [ "$$(id -u)" = 0 ]; then for tool in wrk valgrind; do command -v $$tool >/dev/null || \
 		apt-get install -y $$tool || { apt-get update && apt-get install -y $$tool; } || exit 1; done; fi
+	$(VENV)/bin/python -m bench.guard
 	$(VENV)/bin/python -m bench.run
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)

@@ -1,6 +1,6 @@
 """A GET straight through an ASGI application, with no HTTP server or client around it.
 
-What the in-process measurements use (``tests/test_speed_ratio.py``, ``bench/instructions.py``):
+What the in-process measurements use (``bench/guard.py``, ``bench/instructions.py``):
 uvicorn and the load generator are the same for the service and its baseline, so leaving
 them out leaves exactly what the two applications do differently.
 """
