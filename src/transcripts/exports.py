@@ -1,0 +1,402 @@
+"""Transcript exports: WebVTT, SubRip, plain text, Markdown and JSON Lines, synced to the recording.
+
+Pure functions over a loaded ``SessionRecord``; the routes pick the format, pass an optional
+text transform (redaction) and stream what ``iter_export`` yields.
+
+Streaming
+    ``iter_export`` yields UTF-8 ``bytes``, one chunk per ``chunk_turns`` turns (plus the
+    header, in the first chunk), so the output of a 10,000-turn transcript is never held in
+    memory at once. Everything that can fail on the record itself (a transcript that was not
+    loaded, an unknown format) fails when ``iter_export`` is called, before a response starts.
+
+Cue timing (``iter_cue_times``, shared by WebVTT, SubRip and Markdown)
+    A cue starts at the turn's ``ts`` (clamped at zero) and ends, in this order of preference:
+
+    1. ``ts + speaking_duration_seconds`` when the duration is a positive number;
+    2. the start of the next turn (in turn order) when it is later than this start;
+    3. for the last turn, the end of the session when it is known and later than this start;
+    4. otherwise ``DEFAULT_CUE_SECONDS`` after the start.
+
+    A cue lasts at least ``MIN_CUE_SECONDS``, so ``end > start`` always holds, even after
+    rounding: times are computed in whole milliseconds, the precision of both formats. Cues may
+    overlap (people talk over each other); both formats allow it.
+
+Text
+    Cue formats cannot carry an empty line inside a cue (it ends the cue), so every format but
+    JSON Lines splits the text on CR, LF and CRLF (the WebVTT line terminators) and drops the
+    lines that are empty or only whitespace; the remaining line breaks are kept. Then, per
+    format:
+
+    - WebVTT: each cue is ``<v Assistant>`` or ``<v User>`` followed by the text with ``&``,
+      ``<`` and ``>`` written as character references, so neither markup nor ``-->`` can
+      appear in a cue. Written by webvtt-py's own writer, which also refuses any cue text that
+      would not read back.
+    - SubRip has no escape syntax: the text is written as it is after a speaker label
+      (``Assistant: ...``); players read ``<b>``-like tags in it as styling. Two shapes that
+      a reader would take for the start of the next cue get an invisible U+2060 WORD JOINER:
+      ``-->`` (written ``--<U+2060>>``) and a line that is only a number when the next line
+      starts with a timestamp (the number gets the joiner). Written by ``srt.compose``.
+    - Plain text: ``Assistant: ...`` / ``User: ...``, the labels of ``transcript_text``; the
+      further lines of a turn are indented by two spaces so no line can pass for a new turn.
+    - Markdown: a header (character, session, start, duration), then one paragraph per turn,
+      ``**[mm:ss] Assistant:** text``; CommonMark syntax characters in the text are
+      backslash-escaped and the lines of a turn are joined by hard line breaks.
+    - JSON Lines: one object per turn with the text exactly as given (after the transform).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import orjson
+import srt  # type: ignore[import-untyped]
+from webvtt import Caption
+from webvtt.vtt import to_str as vtt_to_str
+
+from transcripts.domain import SessionRecord, Turns
+
+__all__ = [
+    "CHUNK_TURNS",
+    "DEFAULT_CUE_SECONDS",
+    "EXPORT_FORMATS",
+    "MIN_CUE_SECONDS",
+    "ROLE_LABELS",
+    "ExportFormat",
+    "ExportSpec",
+    "TextTransform",
+    "content_disposition",
+    "export_filename",
+    "export_spec",
+    "iter_cue_times",
+    "iter_export",
+    "render_export",
+]
+
+ExportFormat = Literal["vtt", "srt", "txt", "md", "jsonl"]
+TextTransform = Callable[[str], str]
+
+# The labels of the enveloped dialect's transcript_text.
+ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
+
+CHUNK_TURNS = 256
+DEFAULT_CUE_SECONDS = 2.0
+MIN_CUE_SECONDS = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSpec:
+    format: ExportFormat
+    media_type: str
+    extension: str
+
+
+EXPORT_FORMATS: dict[ExportFormat, ExportSpec] = {
+    spec.format: spec
+    for spec in (
+        ExportSpec("vtt", "text/vtt; charset=utf-8", "vtt"),
+        ExportSpec("srt", "application/x-subrip", "srt"),
+        ExportSpec("txt", "text/plain; charset=utf-8", "txt"),
+        ExportSpec("md", "text/markdown; charset=utf-8", "md"),
+        ExportSpec("jsonl", "application/x-ndjson", "jsonl"),
+    )
+}
+
+
+def export_spec(fmt: str) -> ExportSpec:
+    """The media type and extension of a format; ``ValueError`` for an unknown one."""
+    try:
+        return EXPORT_FORMATS[fmt]  # type: ignore[index]
+    except KeyError:
+        raise ValueError(f"unknown transcript export format {fmt!r}") from None
+
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_filename(session_id: str, fmt: ExportFormat) -> str:
+    """``transcript-<session_id>.<ext>``; anything but ``[A-Za-z0-9._-]`` becomes ``_``, so the
+    name needs no quoting rules beyond plain double quotes."""
+    safe = _UNSAFE_FILENAME.sub("_", session_id).strip("._") or "session"
+    return f"transcript-{safe}.{EXPORT_FORMATS[fmt].extension}"
+
+
+def content_disposition(session_id: str, fmt: ExportFormat, *, attachment: bool = True) -> str:
+    """The ``Content-Disposition`` value of an export (``?download=1``: attachment)."""
+    kind = "attachment" if attachment else "inline"
+    return f'{kind}; filename="{export_filename(session_id, fmt)}"'
+
+
+def _milliseconds(seconds: float | None) -> int | None:
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return round(seconds * 1000)
+
+
+def iter_cue_times(
+    turns: Turns, session_duration_seconds: float | None = None
+) -> Iterator[tuple[int, int]]:
+    """``(start_ms, end_ms)`` of each turn, in turn order, by the rule in the module docstring."""
+    default_ms = round(DEFAULT_CUE_SECONDS * 1000)
+    min_ms = round(MIN_CUE_SECONDS * 1000)
+    session_end_ms = _milliseconds(session_duration_seconds)
+    starts = [max(_milliseconds(ts) or 0, 0) for ts in turns.ts]
+    count = len(starts)
+    for index, (start, duration) in enumerate(
+        zip(starts, turns.speaking_duration_seconds, strict=True)
+    ):
+        duration_ms = _milliseconds(duration)
+        if duration_ms is not None and duration_ms > 0:
+            end = start + duration_ms
+        elif index + 1 < count and starts[index + 1] > start:
+            end = starts[index + 1]
+        elif index + 1 == count and session_end_ms is not None and session_end_ms > start:
+            end = session_end_ms
+        else:
+            end = start + default_ms
+        yield start, max(end, start + min_ms)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _lines(text: str) -> list[str]:
+    """The lines a cue can hold: no empty or whitespace-only line (it would end the cue)."""
+    return [line for line in _LINE_BREAK.split(text) if line.strip()]
+
+
+class _Turn:
+    """One turn as the writers see it: its cue times and its (transformed) text."""
+
+    __slots__ = ("end_ms", "index", "interrupted", "label", "start_ms", "text", "turn_index")
+
+    def __init__(
+        self, index: int, turns: Turns, times: tuple[int, int], transform: TextTransform | None
+    ) -> None:
+        text = turns.text[index]
+        self.index = index
+        self.turn_index = turns.turn_index[index]
+        self.label = ROLE_LABELS[turns.role[index]]
+        self.text = transform(text) if transform is not None else text
+        self.interrupted = turns.was_interrupted[index]
+        self.start_ms, self.end_ms = times
+
+
+def _batches(
+    turns: Turns,
+    session_duration_seconds: float | None,
+    transform: TextTransform | None,
+    chunk_turns: int,
+) -> Iterator[list[_Turn]]:
+    times = iter_cue_times(turns, session_duration_seconds)
+    count = len(turns.turn_index)
+    for low in range(0, count, chunk_turns):
+        yield [
+            _Turn(index, turns, next(times), transform)
+            for index in range(low, min(low + chunk_turns, count))
+        ]
+
+
+# --- WebVTT -----------------------------------------------------------------------------------
+
+_VTT_HEADER = "WEBVTT\n"
+
+
+def _vtt_timestamp(milliseconds: int) -> str:
+    seconds, ms = divmod(milliseconds, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}"
+
+
+def _vtt_caption(turn: _Turn) -> Caption:
+    escaped = [html.escape(line, quote=False) for line in _lines(turn.text)] or [""]
+    escaped[0] = f"<v {turn.label}>{escaped[0]}"
+    return Caption(_vtt_timestamp(turn.start_ms), _vtt_timestamp(turn.end_ms), escaped)
+
+
+def _vtt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
+    yield _VTT_HEADER
+    for batch in batches:
+        # webvtt-py writes whole documents: each batch is one, less its header line, so the
+        # chunks join into what it would write for all cues at once (and it validates each cue).
+        document = vtt_to_str([_vtt_caption(turn) for turn in batch], [], [], [])
+        if not document.startswith(_VTT_HEADER):
+            raise RuntimeError("webvtt-py wrote an unexpected document header")
+        yield document[len(_VTT_HEADER) :]
+
+
+# --- SubRip -----------------------------------------------------------------------------------
+
+_WORD_JOINER = "\u2060"
+# srt's own patterns: its reader ends a cue's text at a line that is only an index when the
+# next line starts with a timestamp.
+_SRT_INDEX_LINE = re.compile(rf"{srt.RGX_INDEX}\s*")
+_SRT_TIMESTAMP = re.compile(srt.RGX_TIMESTAMP)
+
+
+def _srt_content(label: str, text: str) -> str:
+    # Line-oriented players take any line with the timing arrow for the start of a cue.
+    lines = [line.replace("-->", f"--{_WORD_JOINER}>") for line in _lines(text)] or [""]
+    lines[0] = f"{label}: {lines[0]}"
+    for index, line in enumerate(lines[:-1]):
+        if _SRT_INDEX_LINE.fullmatch(line) and _SRT_TIMESTAMP.match(lines[index + 1]):
+            lines[index] = line + _WORD_JOINER
+    return "\n".join(lines)
+
+
+def _srt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
+    for batch in batches:
+        subtitles = [
+            srt.Subtitle(
+                index=turn.index + 1,
+                start=timedelta(milliseconds=turn.start_ms),
+                end=timedelta(milliseconds=turn.end_ms),
+                content=_srt_content(turn.label, turn.text),
+            )
+            for turn in batch
+        ]
+        # reindex=False: srt would sort and renumber each batch on its own. strict=True finds
+        # nothing to fix (the blank lines are gone), so srt never logs the text it would fix.
+        chunk: str = srt.compose(subtitles, reindex=False, strict=True)
+        yield chunk
+
+
+# --- Plain text -------------------------------------------------------------------------------
+
+
+def _txt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
+    for batch in batches:
+        parts = []
+        for turn in batch:
+            lines = _lines(turn.text) or [""]
+            parts.append(f"{turn.label}: {lines[0]}\n")
+            parts.extend(f"  {line}\n" for line in lines[1:])
+        yield "".join(parts)
+
+
+# --- Markdown ---------------------------------------------------------------------------------
+
+# CommonMark lets any ASCII punctuation be backslash-escaped; these are the characters that
+# start inline syntax anywhere in a line (emphasis, code, links, HTML, entities, GFM tables and
+# strikethrough), and those that start a block at the beginning of a line.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>&|~])")
+_MD_BLOCK_START = re.compile(r"^(?:([#+=-])|(\d+)([.)]))")
+
+
+def _md_escape(line: str) -> str:
+    line = _MD_INLINE.sub(r"\\\1", line.strip())
+    return _MD_BLOCK_START.sub(
+        lambda match: f"\\{match[1]}" if match[1] else f"{match[2]}\\{match[3]}", line
+    )
+
+
+def _clock(milliseconds: int) -> str:
+    minutes, seconds = divmod(milliseconds // 1000, 60)
+    if minutes < 60:
+        return f"{minutes:02d}:{seconds:02d}"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def _utc(moment: datetime) -> str:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _md_header(record: SessionRecord) -> str:
+    duration = record.duration_ms
+    return (
+        f"# Transcript: {_md_escape(record.character_name)}\n\n"
+        f"- Session: {_md_escape(record.session_id)}\n"
+        f"- Started: {_utc(record.created_at)}\n"
+        f"- Duration: {_clock(duration) if duration is not None else 'in progress'}\n"
+    )
+
+
+def _md_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
+    yield _md_header(record)
+    for batch in batches:
+        parts = []
+        for turn in batch:
+            note = " (interrupted)" if turn.interrupted else ""
+            lines = [_md_escape(line) for line in _lines(turn.text)] or [""]
+            # A backslash at the end of a line is CommonMark's hard line break.
+            body = "\\\n".join(lines)
+            parts.append(f"\n**[{_clock(turn.start_ms)}] {turn.label}{note}:** {body}".rstrip())
+            parts.append("\n")
+        yield "".join(parts)
+
+
+# --- JSON Lines -------------------------------------------------------------------------------
+
+
+def _jsonl_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[bytes]:
+    turns = record.transcript
+    for batch in batches:
+        yield b"".join(
+            orjson.dumps(
+                {
+                    "role": turns.role[turn.index],
+                    "text": turn.text,
+                    "turn_index": turn.turn_index,
+                    "ts": turns.ts[turn.index],
+                    "speaking_duration_seconds": turns.speaking_duration_seconds[turn.index],
+                    "was_interrupted": turn.interrupted,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
+            for turn in batch
+        )
+
+
+_TEXT_WRITERS: dict[
+    ExportFormat, Callable[[Iterator[list[_Turn]], SessionRecord], Iterator[str]]
+] = {
+    "vtt": _vtt_chunks,
+    "srt": _srt_chunks,
+    "txt": _txt_chunks,
+    "md": _md_chunks,
+}
+
+
+def _encoded(chunks: Iterator[str]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if chunk:
+            yield chunk.encode()
+
+
+def iter_export(
+    record: SessionRecord,
+    fmt: ExportFormat,
+    *,
+    transform: TextTransform | None = None,
+    chunk_turns: int = CHUNK_TURNS,
+) -> Iterator[bytes]:
+    """The export body in UTF-8 chunks of ``chunk_turns`` turns each.
+
+    ``transform`` is applied to each turn's text before anything else (e.g. PII redaction).
+    Raises ``ValueError`` at once for an unknown format, a record whose transcript was not
+    loaded, or a ``chunk_turns`` below 1.
+    """
+    export_spec(fmt)
+    if chunk_turns < 1:
+        raise ValueError("chunk_turns must be at least 1")
+    # Read here, so a transcript that was not loaded fails before a response starts.
+    turns = record.transcript
+    batches = _batches(turns, record.duration_seconds, transform, chunk_turns)
+    if fmt == "jsonl":
+        return _jsonl_chunks(batches, record)
+    return _encoded(_TEXT_WRITERS[fmt](batches, record))
+
+
+def render_export(
+    record: SessionRecord, fmt: ExportFormat, *, transform: TextTransform | None = None
+) -> bytes:
+    """The whole export at once, for small transcripts, ETags and tests."""
+    return b"".join(iter_export(record, fmt, transform=transform))
