@@ -31,8 +31,14 @@ $(S3RVER): tests/s3rver/package.json tests/s3rver/package-lock.json
 	npm ci --prefix tests/s3rver --no-audit --no-fund --loglevel=error
 	@touch $@
 
-## test: the whole suite, on SQLite and on PostgreSQL
+## test: the whole suite, on SQLite and on PostgreSQL, and the browser tests in headless Chromium
 test: $(VENV)/.synced $(S3RVER)
+	@# As root, install Chromium when it is missing (Debian's package: Playwright's own browser
+	@# download cannot run here); otherwise the browser tests say what they need.
+	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/bin/chromium ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends chromium || \
+		{ apt-get update && apt-get install -y --no-install-recommends chromium; } || exit 1; fi
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 ## lint: ruff, formatting, mypy, hadolint (the Dockerfile is linted here, built elsewhere)

@@ -44,7 +44,7 @@ TEST_JWT_SECRET = "test-secret-" + "x" * 40
 POSTGRES_ADMIN_URL = os.environ.get(
     "TRANSCRIPTS_TEST_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-pytest_plugins = ["tests.s3_servers"]
+pytest_plugins = ["tests.s3_servers", "tests.browser"]
 
 T = TypeVar("T")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

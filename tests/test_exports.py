@@ -18,8 +18,6 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from playwright.async_api import Page, Route
 
-# The fixtures, until conftest lists "tests.browser" in pytest_plugins (then drop this line).
-from tests.browser import browser, browser_context, page  # noqa: F401
 from transcripts.domain import SessionRecord, Turns
 from transcripts.exports import (
     EXPORT_FORMATS,
@@ -580,7 +578,7 @@ def serve(body: bytes) -> Callable[[Route], Any]:
     return handle
 
 
-async def test_a_browser_track_reads_the_vtt_export(page: Page) -> None:  # noqa: F811
+async def test_a_browser_track_reads_the_vtt_export(page: Page) -> None:
     source = record(
         [
             turn("assistant", "Hello & <welcome> --> here", 0.25, 2.0),
