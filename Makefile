@@ -21,9 +21,11 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --locked --extra dev --quiet
 	@touch $@
 
-## run: the embedded default (SQLite file, demo data, server on 127.0.0.1:8000)
+## run: the embedded default (SQLite file, demo data, server on $(HOST):$(PORT), 127.0.0.1:8000 unless given)
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: $(VENV)/.synced
-	$(VENV)/bin/transcripts demo
+	$(VENV)/bin/transcripts demo --host $(HOST) --port $(PORT)
 
 # s3rver (Node) is the test S3 that refuses expired presigned URLs.
 S3RVER := tests/s3rver/node_modules/.bin/s3rver

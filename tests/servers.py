@@ -32,15 +32,18 @@ class Server:
     output: list[str] = field(default_factory=list)
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the service's own settings."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("TRANSCRIPTS_")}
+
+
 @contextmanager
 def transcripts_process(
     *args: str, env: dict[str, str], cwd: Path | None = None, ready_path: str = "/openapi.json"
 ) -> Iterator[Server]:
     """Run `transcripts <args> --port <free port>` until the block ends (SIGINT, then wait)."""
     port = free_port()
-    clean_env = {
-        key: value for key, value in os.environ.items() if not key.startswith("TRANSCRIPTS_")
-    }
+    clean_env = clean_environment()
     with subprocess.Popen(
         [TRANSCRIPTS, *args, "--port", str(port)],
         cwd=cwd,
@@ -71,7 +74,8 @@ def transcripts_process(
 
 
 def _wait_until_ready(server: Server, path: str) -> None:
-    deadline = time.monotonic() + 30
+    # A hang detector, not a speed check: a loaded two-core machine starts slowly.
+    deadline = time.monotonic() + 90
     while True:
         try:
             httpx.get(server.base_url + path, timeout=1)
@@ -79,5 +83,5 @@ def _wait_until_ready(server: Server, path: str) -> None:
         except httpx.TransportError:
             log = "\n".join(server.output)
             assert server.process.poll() is None, f"server exited:\n{log}"
-            assert time.monotonic() < deadline, f"server not ready in 30 s:\n{log}"
+            assert time.monotonic() < deadline, f"server not ready in 90 s:\n{log}"
             time.sleep(0.1)

@@ -277,3 +277,33 @@ async def test_finalized_at_and_duration_follow_the_stored_times(
     assert data["session_duration_seconds"] == 61.5
     finalized = datetime.fromisoformat(data["finalized_at"].replace("Z", "+00:00"))
     assert abs(finalized - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_interruptions_count_interrupted_assistant_turns_only(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    owner = await factory.user()
+    _, key = await factory.api_key(owner)
+    flagged = [
+        NewTurn(
+            turn_index=0,
+            role="assistant",
+            text="Let me explain the plan.",
+            ts=0.5,
+            was_interrupted=True,
+        ),
+        # The caller speaking over the agent sets the flag on both sides; it is one interruption.
+        NewTurn(
+            turn_index=1, role="user", text="Sorry, quick question.", ts=2.0, was_interrupted=True
+        ),
+        NewTurn(turn_index=2, role="assistant", text="Sure.", ts=3.0),
+    ]
+    session = await factory.session(await factory.character(owner), turns=flagged)
+
+    response = await client.get(PATHS[0].format(session.session_id), headers={"X-API-Key": key})
+    assert response.json()["data"]["interruption_count"] == 1
+    anam = await client.get(
+        f"/v1/sessions/{session.session_id}/transcript", headers={"X-API-Key": key}
+    )
+    persona = [m["wasInterrupted"] for m in anam.json()["messages"] if m["role"] == "persona"]
+    assert persona == [True, False]

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from tests.factories import Factory
-from tests.test_write_path import failure, ok, parse
+from tests.write_path import failure, ok, parse
 from transcripts.state import app_state
 
 KEYS = "/api/auth/api-keys/"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -135,3 +136,24 @@ def test_refuses_a_weak_secret(secret: str, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TRANSCRIPTS_JWT_SECRET" in result.stderr
     assert secret not in result.stderr
+
+
+async def test_a_user_created_without_a_tenant_gets_one_and_can_create_a_character(
+    database_url: str, client: httpx.AsyncClient
+) -> None:
+    email = f"solo.{uuid.uuid4().hex[:6]}@example.com"
+    user = json.loads(
+        (await run_async(database_url, "users", "create", "--email", email, "--json")).stdout
+    )
+    assert re.fullmatch(r"solo-[0-9a-f]{6}-[0-9a-f]{6}", user["tenant_id"]), user["tenant_id"]
+    key = json.loads(
+        (
+            await run_async(database_url, "api-keys", "create", "--user", str(user["id"]), "--json")
+        ).stdout
+    )["key"]
+    created = await client.post(
+        "/api/ai-characters/",
+        json={"slug": f"solo-{uuid.uuid4().hex[:8]}", "name": "Solo"},
+        headers={"X-API-Key": key},
+    )
+    assert created.status_code == 201, created.text

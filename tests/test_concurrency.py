@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory
-from tests.test_write_path import FINALIZE, SEED_USAGE_BODY, Worker, ok
+from tests.write_path import FINALIZE, SEED_USAGE_BODY, Worker, ok
 from transcripts.migrate import upgrade_to_head
 from transcripts.state import app_state
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import transcripts_process
+from tests.servers import TRANSCRIPTS, clean_environment, transcripts_process
 
 SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -86,3 +86,43 @@ def test_long_demo_transcript(database_url: str, tmp_path: Path) -> None:
         status, body = paste(jwt_line)
         assert status == 200
         assert body.count('"turn_index"') >= 300
+
+
+def test_demo_on_a_busy_port_says_so_and_touches_nothing(database_url: str, tmp_path: Path) -> None:
+    env = {"TRANSCRIPTS_DATABASE_URL": database_url}
+    with transcripts_process("demo", env=env, cwd=tmp_path) as server:
+        key_line = next(line for line in curl_lines(server.output) if "X-API-Key: sk_" in line)
+        port = server.base_url.rsplit(":", 1)[1]
+        second = subprocess.run(
+            [TRANSCRIPTS, "demo", "--port", port],
+            env={**clean_environment(), **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert second.stdout == ""
+        assert f"cannot serve on 127.0.0.1:{port}" in second.stderr
+        assert "--port" in second.stderr
+        # The running demo's key was not revoked by the refused one.
+        assert paste(key_line)[0] == 200
+
+
+def test_demo_prints_the_session_in_progress_and_a_recording_of_the_whole_call(
+    database_url: str, tmp_path: Path
+) -> None:
+    with transcripts_process(
+        "demo", env={"TRANSCRIPTS_DATABASE_URL": database_url}, cwd=tmp_path
+    ) as server:
+        comment = server.output.index(
+            "# A session still in progress (no endTime yet; the worker is still appending):"
+        )
+        status, body = paste(server.output[comment + 1])
+        assert status == 200
+        assert json.loads(body)["endTime"] is None
+        line = next(line for line in curl_lines(server.output) if line.endswith("/recording"))
+        audio = httpx.get(json.loads(paste(line)[1])["recordingUrl"])
+        with wave.open(io.BytesIO(audio.content)) as recording:
+            seconds = recording.getnframes() / recording.getframerate()
+        assert seconds >= 184.7, "the recording covers the call its transcript's ts refer to"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.factories import Factory
-from tests.test_write_path import failure, ok, parse
+from tests.write_path import failure, ok, parse
 from transcripts.domain import CharacterRecord, SessionRef, UserRecord
 
 FORMS = "/api/agents/{}/form-responses/"

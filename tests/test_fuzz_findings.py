@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from tests.factories import Factory
-from tests.test_write_path import FINALIZE, START, TURNS, Worker, failure, owner_worker, seed_turn
+from tests.write_path import FINALIZE, START, TURNS, Worker, failure, owner_worker, seed_turn
 
 JSON = {"Content-Type": "application/json"}
 TEXT = "Must not contain the character U+0000 (NUL) or an unpaired surrogate."

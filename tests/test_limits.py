@@ -1,6 +1,6 @@
 """The documented limits: each one in the README, and the header limits in each dialect's
 body, in-process and through a real uvicorn process. (Bodies, batches, texts and page sizes
-are pinned beside their routes: test_write_path.py, test_anam.py, test_session_history.py.)"""
+are pinned beside their routes: test_turns.py, test_finalize.py, test_anam.py, test_session_history.py.)"""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -133,3 +134,29 @@ async def test_sigterm_lets_in_flight_requests_finish(
         assert await asyncio.to_thread(server.process.wait, 20) == -signal.SIGTERM
         await asyncio.sleep(0.2)  # let the output reader catch up
         assert any("Application shutdown complete" in line for line in server.output)
+
+
+async def test_a_statement_timeout_on_a_dashboard_read_is_503_not_500(
+    migrated_postgresql_url: str,
+) -> None:
+    """The scale benchmark saw Session History's statement timeouts answer 500."""
+    _, key, _ = await seeded(migrated_postgresql_url)
+    settings = make_settings(migrated_postgresql_url, db_statement_timeout_seconds=1)
+    blocker = await asyncpg.connect(migrated_postgresql_url.replace("+asyncpg", ""))
+    try:
+        async for app in running_app(settings):
+            async with asgi_client(app) as client:
+                # The caller is resolved first (users, api_keys); the listing then waits on
+                # the locked table until the server cancels it.
+                transaction = blocker.transaction()
+                await transaction.start()
+                await blocker.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+                try:
+                    history = await client.get("/api/billing/usage/", headers={"X-API-Key": key})
+                    listing = await client.get("/v1/sessions", headers={"X-API-Key": key})
+                finally:
+                    await transaction.rollback()
+            assert (history.status_code, history.json()) == (503, UNAVAILABLE_ENVELOPE)
+            assert (listing.status_code, listing.json()) == (503, UNAVAILABLE_ANAM)
+    finally:
+        await blocker.close()

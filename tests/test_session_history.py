@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.factories import SEED_USAGE, Factory, turns
-from tests.test_write_path import TRANSCRIPT, failure, ok
+from tests.write_path import TRANSCRIPT, failure, ok
 from transcripts.domain import SessionRef, UserRecord
 from transcripts.pricing import Usage
 

@@ -50,6 +50,7 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
             "name": "Support Bot",
             "allowed_origins": [],
             "is_active": True,
+            "transcripts_enabled": True,
             "created_at": created_at,
         }
     )

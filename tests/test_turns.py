@@ -7,8 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import asgi_client, make_settings, running_app
 from tests.factories import Factory
 from tests.write_path import TURNS, failure, owner_worker, seed_turn
+from transcripts.state import app_state
 
 
 async def test_a_rewrite_of_a_stored_turn_refuses_the_whole_batch(
@@ -79,6 +81,39 @@ BAD_BATCHES = {
         },
     ),
     "not an array": (seed_turn(2), {"body": ["Input should be a valid list"]}),
+    # Parsed strictly (the outside test's finding): nothing is coerced, nothing is dropped.
+    "turn_index as a string": (
+        [seed_turn(2) | {"turn_index": "2"}],
+        {"0.turn_index": ["Input should be a valid integer"]},
+    ),
+    "turn_index as a float": (
+        [seed_turn(2) | {"turn_index": 2.0}],
+        {"0.turn_index": ["Input should be a valid integer"]},
+    ),
+    "ts as a boolean": (
+        [seed_turn(2) | {"ts": True}],
+        {"0.ts": ["Input should be a valid number"]},
+    ),
+    "ts as a string": (
+        [seed_turn(2) | {"ts": "1.5"}],
+        {"0.ts": ["Input should be a valid number"]},
+    ),
+    "was_interrupted as a word": (
+        [seed_turn(2) | {"was_interrupted": "yes"}],
+        {"0.was_interrupted": ["Input should be a valid boolean"]},
+    ),
+    "text as a number": (
+        [seed_turn(2) | {"text": 42}],
+        {"0.text": ["Input should be a valid string"]},
+    ),
+    "an unknown field": (
+        [seed_turn(2) | {"speaker": "agent"}],
+        {"0.speaker": ["Unknown field: not accepted here."]},
+    ),
+    "an unknown field whose name is no field's": (
+        [seed_turn(2) | {"Bearer sk_secret": 1}],
+        {"0": ["Unknown field: not accepted here."]},
+    ),
     "over 500 turns": (
         _too_many(),
         {"body": ["List should have at most 500 items after validation, not 501"]},
@@ -149,3 +184,42 @@ async def test_bodies_over_the_byte_limit_are_413(
     response = await client.post(TURNS.format(session_id), content=just_fits, headers=headers)
     assert response.status_code == 200
     assert (await worker.read(session_id))["transcript"] == []
+
+
+async def test_a_session_holds_at_most_its_caps_of_turns_and_text(
+    database_url: str, factory: Factory
+) -> None:
+    settings = make_settings(database_url, max_turns_per_session=4, max_transcript_bytes=60)
+    async for app in running_app(settings):
+        async with asgi_client(app) as client:
+            _, worker = await owner_worker(client, factory)
+            session_id = await worker.start(await worker.character())
+            short = [seed_turn(i) | {"text": f"Turn {i}."} for i in range(5)]
+            assert (await worker.turns(session_id, short[:3])).status_code == 200
+            before = await worker.read(session_id)
+
+            refused = await worker.turns(session_id, short[3:5])
+            message = "A session holds at most 4 turns."
+            assert refused.status_code == 409
+            assert refused.json() == failure(message, {"body": [message]})
+            assert await worker.read(session_id) == before, "the refused batch left nothing"
+
+            # Retries of stored turns add nothing, so they are never refused.
+            retried = await worker.turns(session_id, short[:3])
+            assert retried.json()["data"] | {"session_id": None} == {
+                "session_id": None,
+                "received": 3,
+                "inserted": 0,
+                "turn_count": 3,
+            }
+
+            # Bytes: 21 so far; 40 more (UTF-8: "é" is two) would pass 60.
+            wordy = seed_turn(3) | {"text": "é" * 20}
+            refused = await worker.turns(session_id, [wordy])
+            message = "A session's transcript holds at most 60 bytes of text."
+            assert refused.status_code == 409
+            assert refused.json() == failure(message, {"body": [message]})
+            fits = await worker.turns(session_id, [seed_turn(3) | {"text": "é" * 18}])
+            assert fits.json()["data"]["turn_count"] == 4
+            assert (await worker.read(session_id))["turn_count"] == 4
+        await app_state(app).key_usage.drain()

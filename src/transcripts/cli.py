@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import secrets
 import shlex
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -156,6 +157,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from transcripts.app import create_app
     from transcripts.demo import seed_demo
 
+    # Before anything is seeded or any key revoked: a server already on the port (an
+    # earlier demo, say) keeps working, and this one says why it cannot start.
+    _refuse_a_busy_port(args.host, args.port)
     overrides: dict[str, Any] = {"environment": "demo"}
     # Fresh secrets per run: tokens and links printed by an earlier run stop working.
     if settings.jwt_secret is None:
@@ -168,7 +172,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices, recordings))
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
     base = f"http://{args.host}:{args.port}"
-    example, long_session = demo.session_ids[0], demo.session_ids[1]
+    example, long_session, in_progress = demo.session_ids[:3]
     key, bearer_key, bearer_token = (
         ("X-API-Key", demo.api_key),
         ("Authorization", f"Bearer {demo.api_key}"),
@@ -190,6 +194,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         _curl(f"{base}/v1/sessions/{long_session}/transcript", *bearer_token),
         "# Anam dialect, the caller's sessions:",
         _curl(f"{base}/v1/sessions?perPage=10", *bearer_key),
+        "# A session still in progress (no endTime yet; the worker is still appending):",
+        _curl(f"{base}/v1/sessions/{in_progress}/transcript", *bearer_key),
         "",
         "# The example call's recording: a link signed for an hour, which plays in a browser:",
         _curl(f"{base}/v1/sessions/{example}/recording", *bearer_key),
@@ -207,6 +213,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
+
+
+def _refuse_a_busy_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: connections of an earlier server left in TIME_WAIT do not count,
+        # a listening server does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc}); is another server"
+                " running there? Pick another port: transcripts demo --port 8001"
+                " (make run PORT=8001)"
+            ) from None
 
 
 def _curl(url: str, header: str, value: str) -> str:

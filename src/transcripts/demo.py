@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import math
 import random
+import sys
 import wave
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,26 +72,52 @@ _USER_LINES = [
 DEMO_BUCKET = "demo-recordings"
 
 
-def synthesized_call(seconds: float = 4.0, rate: int = 16_000) -> bytes:
-    """A short WAV made here (a rising chime, then a two-tone 'voice'), so the demo's
-    recording plays in a browser without downloading anything."""
-    frames = bytearray()
-    for n in range(int(seconds * rate)):
-        t = n / rate
-        pitch = (
-            440 * 2 ** (int(t * 4) % 5 / 12)
-            if t < 1.5
-            else 220 + 30 * math.sin(2 * math.pi * 3 * t)
+# The example call's length, as the seed's example reports it.
+EXAMPLE_CALL_SECONDS = 184.7
+RECORDING_RATE = 8_000
+
+
+def example_turns() -> list[NewTurn]:
+    """The seed's example conversation, a turn every 12.8 s, each spoken at 15 characters/s."""
+    return [
+        NewTurn(
+            turn_index=index,
+            role="assistant" if role == "assistant" else "user",
+            text=text,
+            ts=round(0.42 + index * 12.8, 2),
+            speaking_duration_seconds=round(len(text) / 15, 2),
+            was_interrupted=index in (4, 8),
         )
-        envelope = min(1.0, 20 * (t % 0.25)) * 0.4
-        sample = int(32767 * envelope * math.sin(2 * math.pi * pitch * t))
-        frames += sample.to_bytes(2, "little", signed=True)
+        for index, (role, text) in enumerate(SEED_EXAMPLE_TURNS)
+    ]
+
+
+def synthesized_call(
+    turns: Sequence[NewTurn], seconds: float = EXAMPLE_CALL_SECONDS, rate: int = RECORDING_RATE
+) -> bytes:
+    """A WAV of the whole call made here, so the demo's recording plays in a browser without
+    downloading anything: silence, and a "voice" while each turn is spoken (a lower, wavering
+    tone for the assistant, a higher one for the caller), so a transcript synced to it can be
+    heard to be in step."""
+    samples = array("h", bytes(2 * int(seconds * rate)))
+    for turn in turns:
+        start = int(turn.ts * rate)
+        length = int((turn.speaking_duration_seconds or 1.0) * rate)
+        base = 196.0 if turn.role == "assistant" else 294.0
+        for n in range(min(length, len(samples) - start)):
+            t = n / rate
+            # Syllables: an envelope that rises and falls four times a second.
+            envelope = 0.35 * abs(math.sin(math.pi * 4 * t))
+            pitch = base + 20 * math.sin(2 * math.pi * 2.5 * t)
+            samples[start + n] = int(32767 * envelope * math.sin(2 * math.pi * pitch * t))
+    if sys.byteorder == "big":
+        samples.byteswap()
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(bytes(frames))
+        out.writeframes(samples.tobytes())
     return buffer.getvalue()
 
 
@@ -96,7 +125,7 @@ def ensure_recording(recordings_dir: Path, session_id: object) -> None:
     recording = recordings_dir / DEMO_BUCKET / f"{session_id}.wav"
     if not recording.is_file():
         recording.parent.mkdir(parents=True, exist_ok=True)
-        recording.write_bytes(synthesized_call())
+        recording.write_bytes(synthesized_call(example_turns()))
 
 
 @dataclass(frozen=True)
@@ -178,21 +207,7 @@ async def _seed_sessions(
         room_name="oshara-voice-support-bot-user123-abc12",
         started_at=started,
     )
-    await sessions.append_turns(
-        db,
-        example,
-        [
-            NewTurn(
-                turn_index=index,
-                role="assistant" if role == "assistant" else "user",
-                text=text,
-                ts=round(0.42 + index * 12.8, 2),
-                speaking_duration_seconds=round(len(text) / 15, 2),
-                was_interrupted=index in (4, 8),
-            )
-            for index, (role, text) in enumerate(SEED_EXAMPLE_TURNS)
-        ],
-    )
+    await sessions.append_turns(db, example, example_turns())
     # The worker uploads the call recording, then registers it at finalize.
     ensure_recording(recordings.directory, example.session_id)
     recording_url = f"s3://{DEMO_BUCKET}/{example.session_id}.wav"
@@ -210,7 +225,7 @@ async def _seed_sessions(
             tts_provider="chatterbox",
         ),
         prices,
-        ended_at=started + timedelta(seconds=184.7),
+        ended_at=started + timedelta(seconds=EXAMPLE_CALL_SECONDS),
         recording=sessions.RegisteredRecording(
             recording_url, await recordings.check(recording_url)
         ),

@@ -25,6 +25,7 @@ __all__ = [
     "NewTurn",
     "RecordingStatus",
     "SessionHistoryPage",
+    "SessionLimits",
     "SessionPage",
     "SessionRecord",
     "SessionRef",
@@ -139,7 +140,14 @@ class SessionRecord:
 
     @property
     def interruption_count(self) -> int:
-        return sum(self.transcript.was_interrupted)
+        """Assistant turns the user spoke over: the caller interrupting counts once, on the
+        turn interrupted (a user turn's flag says nothing more)."""
+        turns = self.transcript
+        return sum(
+            1
+            for role, interrupted in zip(turns.role, turns.was_interrupted, strict=True)
+            if interrupted and role == "assistant"
+        )
 
     @property
     def duration_ms(self) -> int | None:
@@ -249,10 +257,21 @@ class SessionRef:
     character_id: int
     user_id: int | None
     room_name: str
+    transcripts_enabled: bool
     created_at: datetime
     finalized_at: datetime | None
     recording_url: str | None
     recording_status: RecordingStatus
+    turn_count: int = 0
+    text_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """What one session may hold: past either, an append is refused whole."""
+
+    max_turns: int
+    max_text_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from transcripts.domain import SessionLimits
 from transcripts.pricing import DEFAULT_PRICES, PriceTable
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
@@ -55,6 +56,12 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     presign_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
+    # What one session may hold. A two-hour call is about 2,000 turns and 200 KB of text;
+    # the caps keep a runaway worker from growing one transcript (and every read of it)
+    # without bound.
+    max_turns_per_session: int = Field(default=10_000, ge=1, le=2**31 - 1)
+    max_transcript_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
+
     # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
     prices: PriceTable = DEFAULT_PRICES
 
@@ -86,6 +93,10 @@ class Settings(BaseSettings):
                 " TRANSCRIPTS_LIVEKIT_API_SECRET, or none of them"
             )
         return self
+
+    @property
+    def session_limits(self) -> SessionLimits:
+        return SessionLimits(self.max_turns_per_session, self.max_transcript_bytes)
 
     @property
     def database_backend(self) -> Literal["postgresql", "sqlite"]:

@@ -23,6 +23,7 @@ _MESSAGES = {
     "uuid_type": "Must be a valid UUID.",
     "uuid_version": "Must be a valid UUID.",
     "json_invalid": "The body is not valid JSON.",
+    "extra_forbidden": "Unknown field: not accepted here.",
 }
 
 
@@ -33,6 +34,9 @@ def field_errors(errors: Sequence[Any]) -> dict[str, list[str]]:
         if error.get("type") == "json_invalid":
             # Its location is a character offset into the body, not a field.
             field = "body"
+        elif error.get("type") == "extra_forbidden" and not _FIELD_NAME.fullmatch(location[-1]):
+            # A name chosen by the client is echoed only when it looks like a field's.
+            field = ".".join(location[1:-1]) or location[0]
         elif location and location[0] in _LOCATIONS:
             field = ".".join(location[1:]) or location[0]
         else:

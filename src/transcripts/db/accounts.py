@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,6 +137,22 @@ class CharacterRepository:
             transcripts_enabled=transcripts_enabled,
         )
         self._db.add(character)
+        await self._db.flush()
+        return character_record(character)
+
+    async def update(
+        self, slug: str, *, owner_id: int | None, changes: dict[str, Any]
+    ) -> CharacterRecord | None:
+        """Change the character ``slug`` (only ``owner_id``'s, when given); None when there
+        is no such character for this owner."""
+        statement = select(Character).where(Character.slug == slug)
+        if owner_id is not None:
+            statement = statement.where(Character.created_by_id == owner_id)
+        character = await self._db.scalar(statement.with_for_update())
+        if character is None:
+            return None
+        for name, value in changes.items():
+            setattr(character, name, value)
         await self._db.flush()
         return character_record(character)
 

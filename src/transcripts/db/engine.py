@@ -76,7 +76,11 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, PoolTimeout | ServiceUnavailable):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        # SQLAlchemy's asyncpg adapter wraps the driver's error (a statement timeout's
+        # QueryCanceledError, say) in a plain DBAPIError, with the driver's as the cause.
+        return isinstance(getattr(exc.orig, "__cause__", None), CONNECTION_LOST + BUSY)
     return isinstance(exc, CONNECTION_LOST + BUSY)  # TimeoutError is an OSError
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,10 +37,13 @@ def _ref(session: Session) -> SessionRef:
         character_id=session.character_id,
         user_id=session.user_id,
         room_name=session.room_name,
+        transcripts_enabled=session.transcripts_enabled,
         created_at=session.created_at,
         finalized_at=session.finalized_at,
         recording_url=session.recording_url,
         recording_status=session.recording_status,
+        turn_count=session.turn_count,
+        text_bytes=session.text_bytes,
     )
 
 
@@ -137,8 +140,19 @@ class SessionRepository:
             for turn in turns
         }
 
-    async def turn_count(self, session_pk: int) -> int:
-        return await self._db.scalar(select(func.count()).where(Turn.session_pk == session_pk)) or 0
+    async def count_appended(self, session_pk: int, turns: int, text_bytes: int) -> None:
+        """Add what an append stored to the session's counters."""
+        await self._db.execute(
+            update(Session)
+            .where(Session.id == session_pk)
+            .values(
+                turn_count=Session.turn_count + turns,
+                text_bytes=Session.text_bytes + text_bytes,
+                # Counting is not a change to the session itself (Anam's updatedAt).
+                updated_at=Session.updated_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
 
     async def update(self, session_pk: int, **values: Any) -> None:
         """Set columns of the session's row (``updated_at`` follows)."""

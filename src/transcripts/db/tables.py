@@ -141,6 +141,10 @@ class Session(Base):
         default=RecordingStatus.NONE,
     )
     recording_url: Mapped[str | None] = mapped_column(String(2048))
+    # What the session holds, kept by every append: the caps are checked against these, and
+    # listings show them, without counting the turns again.
+    turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    text_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Turn(Base):

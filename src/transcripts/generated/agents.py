@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
-from pydantic import AwareDatetime, BaseModel, Field, RootModel
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from uuid import UUID
 
 
 class TranscriptItem(BaseModel):
     role: Literal["user", "assistant"]
     text: Annotated[
-        str, Field(description="STT output for user turns, LLM output for assistant turns.")
+        StrictStr, Field(description="STT output for user turns, LLM output for assistant turns.")
     ]
-    turn_index: Annotated[int, Field(description="0-based turn counter within the session.", ge=0)]
-    ts: Annotated[float, Field(description="Seconds since the session started.", ge=0.0)]
+    turn_index: Annotated[
+        StrictInt, Field(description="0-based turn counter within the session.", ge=0)
+    ]
+    ts: Annotated[StrictFloat, Field(description="Seconds since the session started.", ge=0.0)]
 
 
 class RecordingStatus(RootModel[Literal["NONE", "PENDING", "READY", "FAILED"]]):
@@ -21,33 +33,38 @@ class RecordingStatus(RootModel[Literal["NONE", "PENDING", "READY", "FAILED"]]):
 
 
 class AgentSessionSummary(BaseModel):
-    id: Annotated[int, Field(description="Integer row id.")]
+    id: Annotated[StrictInt, Field(description="Integer row id.")]
     session_id: Annotated[
         UUID, Field(description="The UUID returned from POST /api/agents/agent-session/.")
     ]
-    tenant_id: Annotated[str, Field(description="Slug of the tenant the session belongs to.")]
-    character_slug: str
+    tenant_id: Annotated[StrictStr, Field(description="Slug of the tenant the session belongs to.")]
+    character_slug: StrictStr
     user: Annotated[
-        int | None, Field(description="User id that owned the session (if authenticated).")
+        StrictInt | None, Field(description="User id that owned the session (if authenticated).")
     ]
-    room_name: Annotated[str, Field(description="LiveKit room name.")]
-    origin_url: Annotated[str | None, Field(description="The page URL that initiated the call.")]
+    room_name: Annotated[StrictStr, Field(description="LiveKit room name.")]
+    origin_url: Annotated[
+        StrictStr | None, Field(description="The page URL that initiated the call.")
+    ]
     metadata: Annotated[dict[str, Any], Field(description="Whatever was passed at session start.")]
     session_duration_seconds: Annotated[
-        float | None, Field(description="Wall-clock length of the call; null while in progress.")
+        StrictFloat | None,
+        Field(description="Wall-clock length of the call; null while in progress."),
     ]
-    turn_count: Annotated[int, Field(description="Total turns (user + assistant).")]
-    interruption_count: Annotated[int, Field(description="Times the user spoke over the agent.")]
-    llm_input_tokens: int
-    llm_output_tokens: int
-    llm_model: str | None
-    llm_provider: str | None
-    stt_audio_seconds: float
-    stt_provider: str | None
-    tts_characters: int
-    tts_provider: str | None
+    turn_count: Annotated[StrictInt, Field(description="Total turns (user + assistant).")]
+    interruption_count: Annotated[
+        StrictInt, Field(description="Times the user spoke over the agent.")
+    ]
+    llm_input_tokens: StrictInt
+    llm_output_tokens: StrictInt
+    llm_model: StrictStr | None
+    llm_provider: StrictStr | None
+    stt_audio_seconds: StrictFloat
+    stt_provider: StrictStr | None
+    tts_characters: StrictInt
+    tts_provider: StrictStr | None
     estimated_cost_usd: Annotated[
-        str,
+        StrictStr,
         Field(
             description="Sum of LLM + STT + TTS costs, a decimal string with 6 places.",
             pattern="^[0-9]+\\.[0-9]{6}$",
@@ -59,16 +76,16 @@ class AgentSessionSummary(BaseModel):
     ]
     recording_status: RecordingStatus
     recording_url: Annotated[
-        str | None, Field(description="S3 URI of the call recording (private).")
+        StrictStr | None, Field(description="S3 URI of the call recording (private).")
     ]
     recording_presigned_url: Annotated[
-        str | None,
+        StrictStr | None,
         Field(description="Time-limited HTTPS URL that anyone can play; signed on every read."),
     ]
     recording_presigned_url_expires_at: AwareDatetime | None
     transcript: list[TranscriptItem]
     transcript_text: Annotated[
-        str,
+        StrictStr,
         Field(
             description='The transcript flattened into lines, "Assistant: ..." or "User: ...", joined by newlines.'
         ),
@@ -78,28 +95,31 @@ class AgentSessionSummary(BaseModel):
 
 class AgentSessionSummaryEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: AgentSessionSummary
     errors: None
 
 
 class ErrorEnvelope(BaseModel):
     success: Literal[False]
-    message: Annotated[str, Field(description="One human sentence.")]
+    message: Annotated[StrictStr, Field(description="One human sentence.")]
     data: None
     errors: Annotated[
-        dict[str, list[str]],
+        dict[str, list[StrictStr]],
         Field(description='Field name (or "detail") to the messages about it.'),
     ]
 
 
-class AllowedOrigin(RootModel[str]):
-    root: Annotated[str, Field(max_length=300, pattern="^https?://[^/\\s]+$")]
+class AllowedOrigin(RootModel[StrictStr]):
+    root: Annotated[StrictStr, Field(max_length=300, pattern="^https?://[^/\\s]+$")]
 
 
 class CreateCharacterRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
     slug: Annotated[
-        str,
+        StrictStr,
         Field(
             description="Unique across the service; lowercase letters, digits and single hyphens.",
             max_length=64,
@@ -107,7 +127,7 @@ class CreateCharacterRequest(BaseModel):
             pattern="^[a-z0-9]+(-[a-z0-9]+)*$",
         ),
     ]
-    name: Annotated[str, Field(max_length=200, min_length=1)]
+    name: Annotated[StrictStr, Field(max_length=200, min_length=1)]
     allowed_origins: Annotated[
         list[AllowedOrigin],
         Field(
@@ -116,19 +136,45 @@ class CreateCharacterRequest(BaseModel):
             validate_default=True,
         ),
     ] = []
+    transcripts_enabled: Annotated[
+        StrictBool,
+        Field(
+            description="When false, the character's sessions keep no transcript: reads answer an empty one (Anam's transcriptsEnabled false) and appended turns are not stored.\n"
+        ),
+    ] = True
+
+
+class UpdateCharacterRequest(BaseModel):
+    """
+    The fields to change; any not given stay as they are.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[StrictStr | None, Field(max_length=200, min_length=1)] = None
+    allowed_origins: Annotated[list[AllowedOrigin] | None, Field(max_length=50)] = None
+    is_active: Annotated[
+        StrictBool | None,
+        Field(
+            description="An inactive character starts no session (404) and is absent for the widget."
+        ),
+    ] = None
+    transcripts_enabled: StrictBool | None = None
 
 
 class Character(BaseModel):
-    slug: str
-    name: str
-    allowed_origins: list[str]
-    is_active: bool
+    slug: StrictStr
+    name: StrictStr
+    allowed_origins: list[StrictStr]
+    is_active: StrictBool
+    transcripts_enabled: StrictBool
     created_at: AwareDatetime
 
 
 class CharacterEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: Character
     errors: None
 
@@ -139,18 +185,23 @@ class StartSessionRequest(BaseModel):
 
     """
 
+    model_config = ConfigDict(
+        extra="forbid",
+    )
     agent: Annotated[
-        str, Field(description="Slug of the character to talk to.", max_length=64, min_length=1)
+        StrictStr,
+        Field(description="Slug of the character to talk to.", max_length=64, min_length=1),
     ]
     origin_url: Annotated[
-        str | None, Field(description="The page URL that initiated the call.", max_length=2048)
+        StrictStr | None,
+        Field(description="The page URL that initiated the call.", max_length=2048),
     ] = None
     metadata: Annotated[
         dict[str, Any],
         Field(description="Anything; stored and returned with the session as it was given."),
     ] = {}
     room_name: Annotated[
-        str | None,
+        StrictStr | None,
         Field(
             description="LiveKit room name; oshara-voice-<slug>-<random> when absent.",
             max_length=200,
@@ -158,48 +209,79 @@ class StartSessionRequest(BaseModel):
         ),
     ] = None
     client_label: Annotated[
-        str | None,
+        StrictStr | None,
         Field(
             description="A label of the caller's choosing, shown as clientLabel in the Anam dialect and found by its /v1/sessions?search=. Not an Oshara field; Oshara clients omit it.\n",
             max_length=200,
             min_length=1,
         ),
     ] = None
+    language: Annotated[
+        StrictStr | None,
+        Field(
+            description="Oshara's; configures the voice worker. Accepted and ignored here.",
+            max_length=100,
+        ),
+    ] = None
+    system_prompt: Annotated[
+        StrictStr | None,
+        Field(
+            description="Oshara's; configures the voice worker. Accepted and ignored here.",
+            max_length=100000,
+        ),
+    ] = None
+    greeting: Annotated[
+        StrictStr | None,
+        Field(
+            description="Oshara's; configures the voice worker. Accepted and ignored here.",
+            max_length=10000,
+        ),
+    ] = None
+    voice_model: Annotated[
+        StrictStr | None,
+        Field(
+            description="Oshara's; configures the voice worker. Accepted and ignored here.",
+            max_length=200,
+        ),
+    ] = None
 
 
 class StartSessionResponse(BaseModel):
     session_id: UUID
-    room_name: str
+    room_name: StrictStr
     participant_identity: Annotated[
-        str,
+        StrictStr,
         Field(
             description="The caller's identity in the LiveKit room (user-<id>, or visitor-<random> for a widget)."
         ),
     ]
-    character_slug: str
-    expires_in_seconds: Annotated[int, Field(description="Lifetime of the LiveKit token.")]
+    character_slug: StrictStr
+    expires_in_seconds: Annotated[StrictInt, Field(description="Lifetime of the LiveKit token.")]
     token: Annotated[
-        str | None,
+        StrictStr | None,
         Field(
             description="LiveKit access token (HS256 JWT); present only when LiveKit is configured."
         ),
     ] = None
     livekit_url: Annotated[
-        str | None,
+        StrictStr | None,
         Field(description="LiveKit server URL; present only when LiveKit is configured."),
     ] = None
 
 
 class StartSessionEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: StartSessionResponse
     errors: None
 
 
 class TurnInput(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
     turn_index: Annotated[
-        int,
+        StrictInt,
         Field(
             description="0-based turn counter; a retry sends the same index again.",
             ge=0,
@@ -207,13 +289,13 @@ class TurnInput(BaseModel):
         ),
     ]
     role: Literal["user", "assistant"]
-    text: Annotated[str, Field(max_length=10000, min_length=1)]
+    text: Annotated[StrictStr, Field(max_length=10000, min_length=1)]
     ts: Annotated[
-        float, Field(description="Seconds since the session started.", ge=0.0, le=86400.0)
+        StrictFloat, Field(description="Seconds since the session started.", ge=0.0, le=86400.0)
     ]
-    speaking_duration_seconds: Annotated[float | None, Field(ge=0.0, le=86400.0)] = None
+    speaking_duration_seconds: Annotated[StrictFloat | None, Field(ge=0.0, le=86400.0)] = None
     was_interrupted: Annotated[
-        bool, Field(description="The user spoke over this (assistant) turn.")
+        StrictBool, Field(description="The user spoke over this (assistant) turn.")
     ] = False
 
 
@@ -232,16 +314,17 @@ class TurnBatch(RootModel[list[TurnInput]]):
 
 class TurnsAppended(BaseModel):
     session_id: UUID
-    received: Annotated[int, Field(description="Turns in the batch.")]
+    received: Annotated[StrictInt, Field(description="Turns in the batch.")]
     inserted: Annotated[
-        int, Field(description="Turns stored by this call; the rest were already stored (retries).")
+        StrictInt,
+        Field(description="Turns stored by this call; the rest were already stored (retries)."),
     ]
-    turn_count: Annotated[int, Field(description="Turns stored for the session now.")]
+    turn_count: Annotated[StrictInt, Field(description="Turns stored for the session now.")]
 
 
 class TurnsAppendedEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: TurnsAppended
     errors: None
 
@@ -251,39 +334,46 @@ class FinalizeRequest(BaseModel):
     Every field is optional; a missing count is 0, a missing name null.
     """
 
-    llm_input_tokens: Annotated[int | None, Field(ge=0, le=2147483647)] = None
-    llm_output_tokens: Annotated[int | None, Field(ge=0, le=2147483647)] = None
-    llm_model: Annotated[str | None, Field(max_length=100)] = None
-    llm_provider: Annotated[str | None, Field(max_length=100)] = None
-    stt_audio_seconds: Annotated[float | None, Field(ge=0.0, le=86400.0)] = None
-    stt_provider: Annotated[str | None, Field(max_length=100)] = None
-    tts_characters: Annotated[int | None, Field(ge=0, le=2147483647)] = None
-    tts_provider: Annotated[str | None, Field(max_length=100)] = None
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    llm_input_tokens: Annotated[StrictInt | None, Field(ge=0, le=2147483647)] = None
+    llm_output_tokens: Annotated[StrictInt | None, Field(ge=0, le=2147483647)] = None
+    llm_model: Annotated[StrictStr | None, Field(max_length=100)] = None
+    llm_provider: Annotated[StrictStr | None, Field(max_length=100)] = None
+    stt_audio_seconds: Annotated[StrictFloat | None, Field(ge=0.0, le=86400.0)] = None
+    stt_provider: Annotated[StrictStr | None, Field(max_length=100)] = None
+    tts_characters: Annotated[StrictInt | None, Field(ge=0, le=2147483647)] = None
+    tts_provider: Annotated[StrictStr | None, Field(max_length=100)] = None
     ended_at: Annotated[
         AwareDatetime | None,
         Field(description="When the call ended; the time of the request when absent."),
     ] = None
     recording_url: Annotated[
-        str | None, Field(description="S3 URI of the call recording.", max_length=2048)
+        StrictStr | None, Field(description="S3 URI of the call recording.", max_length=2048)
     ] = None
 
 
 class SessionHistory(BaseModel):
-    total_sessions: Annotated[int, Field(description="Sessions matching the filters (all pages).")]
-    total_llm_input_tokens: int
-    total_llm_output_tokens: int
-    total_stt_audio_seconds: Annotated[float, Field(description="Rounded to 3 decimal places.")]
-    total_tts_characters: int
+    total_sessions: Annotated[
+        StrictInt, Field(description="Sessions matching the filters (all pages).")
+    ]
+    total_llm_input_tokens: StrictInt
+    total_llm_output_tokens: StrictInt
+    total_stt_audio_seconds: Annotated[
+        StrictFloat, Field(description="Rounded to 3 decimal places.")
+    ]
+    total_tts_characters: StrictInt
     total_estimated_cost_usd: Annotated[
-        str,
+        StrictStr,
         Field(
             description="Exact sum of the sessions' costs, a decimal string with 6 places.",
             pattern="^[0-9]+\\.[0-9]{6}$",
         ),
     ]
-    page: Annotated[int, Field(description="1-based.")]
-    page_size: int
-    total_pages: Annotated[int, Field(description="0 when nothing matches.")]
+    page: Annotated[StrictInt, Field(description="1-based.")]
+    page_size: StrictInt
+    total_pages: Annotated[StrictInt, Field(description="0 when nothing matches.")]
     sessions: Annotated[
         list[AgentSessionSummary], Field(description="The page, newest session first.")
     ]
@@ -291,20 +381,25 @@ class SessionHistory(BaseModel):
 
 class SessionHistoryEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: SessionHistory
     errors: None
 
 
 class CreateApiKeyRequest(BaseModel):
-    name: Annotated[str, Field(max_length=100, min_length=1)]
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[StrictStr, Field(max_length=100, min_length=1)]
 
 
 class ApiKey(BaseModel):
-    id: int
-    name: str
-    key_preview: Annotated[str, Field(description="The first 5 and last 4 characters of the key.")]
-    is_active: bool
+    id: StrictInt
+    name: StrictStr
+    key_preview: Annotated[
+        StrictStr, Field(description="The first 5 and last 4 characters of the key.")
+    ]
+    is_active: StrictBool
     last_used_at: Annotated[
         AwareDatetime | None, Field(description="Refreshed at most once a minute.")
     ]
@@ -312,51 +407,54 @@ class ApiKey(BaseModel):
 
 
 class ApiKeyCreated(BaseModel):
-    id: int
-    name: str
+    id: StrictInt
+    name: StrictStr
     key: Annotated[
-        str,
+        StrictStr,
         Field(
             description="The key itself, shown this once; only its hash is stored.",
             pattern="^sk_[0-9a-f]{64}$",
         ),
     ]
-    key_preview: str
-    is_active: bool
+    key_preview: StrictStr
+    is_active: StrictBool
     last_used_at: AwareDatetime | None
     created_at: AwareDatetime
 
 
 class ApiKeyEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: ApiKey
     errors: None
 
 
 class ApiKeyCreatedEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: ApiKeyCreated
     errors: None
 
 
 class ApiKeyListEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: list[ApiKey]
     errors: None
 
 
 class CreateFormResponseRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
     session_id: Annotated[UUID, Field(description="A session of this character.")]
-    form_id: Annotated[str, Field(max_length=100, min_length=1)]
+    form_id: Annotated[StrictStr, Field(max_length=100, min_length=1)]
     values: dict[str, Any]
 
 
 class FormResponse(BaseModel):
-    id: int
-    form_id: str
+    id: StrictInt
+    form_id: StrictStr
     session_id: UUID
     values: dict[str, Any]
     created_at: AwareDatetime
@@ -364,13 +462,13 @@ class FormResponse(BaseModel):
 
 class FormResponseEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: FormResponse
     errors: None
 
 
 class FormResponseListEnvelope(BaseModel):
     success: Literal[True]
-    message: str
+    message: StrictStr
     data: list[FormResponse]
     errors: None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +23,7 @@ __all__ = [
     "create_user",
     "revoke_api_key",
     "revoke_api_keys_named",
+    "update_character",
     "user_by_email",
 ]
 
@@ -29,13 +33,20 @@ CHARACTER_NOT_FOUND = "Character not found."
 async def create_user(
     db: AsyncSession, email: str, *, tenant_slug: str | None = None, is_staff: bool = False
 ) -> UserRecord:
+    """A user in ``tenant_slug`` (created when new); without one, in a tenant of its own, so
+    that every user can create characters."""
     accounts = AccountRepository(db)
     if await accounts.email_in_use(email):
         raise Conflict("A user with this email already exists.", {"email": ["Already in use."]})
-    tenant_id = (
-        await accounts.tenant_id(tenant_slug, create_as=tenant_slug) if tenant_slug else None
-    )
+    tenant_slug = tenant_slug or _own_tenant_slug(email)
+    tenant_id = await accounts.tenant_id(tenant_slug, create_as=tenant_slug)
     return await accounts.add_user(email, tenant_id=tenant_id, is_staff=is_staff)
+
+
+def _own_tenant_slug(email: str) -> str:
+    """``dana-3f9a1c`` for dana@northwind.example: readable, and new."""
+    name = re.sub(r"[^a-z0-9]+", "-", email.split("@", 1)[0].lower()).strip("-")[:40]
+    return f"{name or 'user'}-{secrets.token_hex(3)}"
 
 
 async def user_by_email(db: AsyncSession, email: str) -> UserRecord | None:
@@ -98,6 +109,22 @@ async def create_character(
         allowed_origins=allowed_origins,
         transcripts_enabled=transcripts_enabled,
     )
+
+
+async def update_character(
+    db: AsyncSession, caller: Caller, slug: str, changes: dict[str, Any]
+) -> CharacterRecord:
+    """Change a character's settings; another's character is the same 404 as an unknown one.
+
+    ``changes`` holds only the fields the request gave (name, allowed_origins, is_active,
+    transcripts_enabled); a session already started keeps the transcripts setting it started
+    with.
+    """
+    owner_id = None if caller.is_staff else caller.user_id
+    character = await CharacterRepository(db).update(slug, owner_id=owner_id, changes=changes)
+    if character is None:
+        raise NotFound(CHARACTER_NOT_FOUND)
+    return character
 
 
 async def character_open_to(

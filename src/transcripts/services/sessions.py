@@ -20,6 +20,7 @@ from transcripts.domain import (
     FormResponseRecord,
     NewTurn,
     RecordingStatus,
+    SessionLimits,
     SessionRecord,
     SessionRef,
 )
@@ -28,6 +29,7 @@ from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
 from transcripts.validation import as_utc
 
 __all__ = [
+    "UNLIMITED",
     "RecordingChecker",
     "RegisteredRecording",
     "append",
@@ -39,6 +41,10 @@ __all__ = [
     "session_ids_created_by",
     "start_session",
 ]
+
+
+# For seeding and tests that write outside a request: the routes pass the settings' limits.
+UNLIMITED = SessionLimits(max_turns=2**31 - 1, max_text_bytes=2**63 - 1)
 
 
 class RecordingChecker(Protocol):
@@ -92,29 +98,40 @@ async def session_for_write(db: AsyncSession, caller: Caller, session_id: uuid.U
 
 
 async def append(
-    db: AsyncSession, caller: Caller, session_id: uuid.UUID, turns: Sequence[NewTurn]
+    db: AsyncSession,
+    caller: Caller,
+    session_id: uuid.UUID,
+    turns: Sequence[NewTurn],
+    limits: SessionLimits = UNLIMITED,
 ) -> AppendResult:
     """The append route's work: lock the caller's session, store the batch, count."""
     session = await session_for_write(db, caller, session_id)
-    inserted = await append_turns(db, session, turns)
+    inserted = await append_turns(db, session, turns, limits)
     return AppendResult(
         session_id=session.session_id,
         received=len(turns),
         inserted=inserted,
-        turn_count=await SessionRepository(db).turn_count(session.id),
+        turn_count=session.turn_count + inserted,
     )
 
 
-async def append_turns(db: AsyncSession, session: SessionRef, turns: Sequence[NewTurn]) -> int:
+async def append_turns(
+    db: AsyncSession,
+    session: SessionRef,
+    turns: Sequence[NewTurn],
+    limits: SessionLimits = UNLIMITED,
+) -> int:
     """Store a batch of turns; returns how many were new.
 
     Idempotent on (session, turn_index): a retried turn is skipped, a different text for a
-    stored index is a conflict and the whole batch is refused. ``session`` comes from
-    ``session_for_write`` (or was started in this transaction).
+    stored index is a conflict and the whole batch is refused, and so is a batch that would
+    take the session past ``limits``. ``session`` comes from ``session_for_write`` (or was
+    started in this transaction).
     """
     if session.finalized_at is not None:
         raise Conflict("The session is finalized; no more turns can be added.")
-    if not turns:
+    if not turns or not session.transcripts_enabled:
+        # A character with transcripts disabled keeps none: the text never reaches storage.
         return 0
     _refuse_duplicates_within(turns)
     sessions = SessionRepository(db)
@@ -123,7 +140,22 @@ async def append_turns(db: AsyncSession, session: SessionRef, turns: Sequence[Ne
     if retried:
         stored = await sessions.stored_turns(session.id, (turn.turn_index for turn in retried))
         _refuse_rewrites(stored, retried)
+    if inserted:
+        added_bytes = sum(len(turn.text.encode()) for turn in turns if turn.turn_index in inserted)
+        _refuse_past_limits(session, len(inserted), added_bytes, limits)
+        await sessions.count_appended(session.id, len(inserted), added_bytes)
     return len(inserted)
+
+
+def _refuse_past_limits(
+    session: SessionRef, added_turns: int, added_bytes: int, limits: SessionLimits
+) -> None:
+    if session.turn_count + added_turns > limits.max_turns:
+        message = f"A session holds at most {limits.max_turns} turns."
+        raise Conflict(message, {"body": [message]})
+    if session.text_bytes + added_bytes > limits.max_text_bytes:
+        message = f"A session's transcript holds at most {limits.max_text_bytes} bytes of text."
+        raise Conflict(message, {"body": [message]})
 
 
 def _refuse_duplicates_within(turns: Iterable[NewTurn]) -> None:

@@ -15,11 +15,18 @@ from transcripts.dependencies import (
     RecordingStoreDep,
     SettingsDep,
 )
-from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdPath, WriteRoute
+from transcripts.dialects.agents.base import (
+    SECURITY,
+    EnvelopeRoute,
+    SessionIdPath,
+    SlugPath,
+    WriteRoute,
+)
 from transcripts.dialects.agents.envelope import envelope_error_responses, envelope_response
-from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.agents.mapper import character_data, session_summary
 from transcripts.dialects.routing import add_slash_agnostic_route
 from transcripts.domain import NewTurn
+from transcripts.errors import BadRequest
 from transcripts.generated.agents import (
     AgentSessionSummaryEnvelope,
     CharacterEnvelope,
@@ -29,6 +36,7 @@ from transcripts.generated.agents import (
     StartSessionRequest,
     TurnBatch,
     TurnsAppendedEnvelope,
+    UpdateCharacterRequest,
 )
 from transcripts.livekit import LiveKit
 from transcripts.pricing import Usage
@@ -52,15 +60,26 @@ async def create_character(
         slug=body.slug,
         name=body.name,
         allowed_origins=[origin.root for origin in body.allowed_origins],
+        transcripts_enabled=body.transcripts_enabled,
     )
-    data = {
-        "slug": character.slug,
-        "name": character.name,
-        "allowed_origins": character.allowed_origins,
-        "is_active": character.is_active,
-        "created_at": character.created_at,
-    }
-    return envelope_response(data, status_code=201)
+    return envelope_response(character_data(character), status_code=201)
+
+
+async def update_character(
+    slug: SlugPath, body: UpdateCharacterRequest, caller: CallerDep, db: DbSessionDep
+) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise BadRequest("Invalid body.", {"body": ["Give at least one field to change."]})
+    nulls = sorted(name for name, value in changes.items() if value is None)
+    if nulls:
+        raise BadRequest(
+            f"Invalid {', '.join(nulls)}.", {name: ["Must not be null."] for name in nulls}
+        )
+    if "allowed_origins" in changes:
+        changes["allowed_origins"] = [origin.root for origin in body.allowed_origins or []]
+    character = await accounts.update_character(db, caller, slug, changes)
+    return envelope_response(character_data(character))
 
 
 async def start_agent_session(
@@ -100,10 +119,14 @@ async def start_agent_session(
 
 
 async def append_session_turns(
-    session_id: SessionIdPath, batch: TurnBatch, caller: CallerDep, db: DbSessionDep
+    session_id: SessionIdPath,
+    batch: TurnBatch,
+    caller: CallerDep,
+    db: DbSessionDep,
+    settings: SettingsDep,
 ) -> Response:
     turns = [NewTurn(**turn.model_dump()) for turn in batch.root]
-    result = await sessions.append(db, caller, session_id, turns)
+    result = await sessions.append(db, caller, session_id, turns, settings.session_limits)
     data = {
         "session_id": str(result.session_id),
         "received": result.received,
@@ -160,6 +183,21 @@ add_slash_agnostic_route(
     description="A character owned by the caller, in the caller's tenant. The slug is unique.",
     tags=["Characters"],
     responses={201: {"model": CharacterEnvelope}, **envelope_error_responses(409, 413)},
+    **_WRITE,
+)
+add_slash_agnostic_route(
+    router,
+    "/api/ai-characters/{slug}/",
+    update_character,
+    methods=["PATCH"],
+    operation_id="updateCharacter",
+    summary="Change an AI character's settings",
+    description=(
+        "Only the fields given change. The caller must own the character (or be staff); "
+        "another's character is the same 404 as an unknown slug."
+    ),
+    tags=["Characters"],
+    responses={200: {"model": CharacterEnvelope}, **envelope_error_responses(413)},
     **_WRITE,
 )
 add_slash_agnostic_route(

@@ -9,13 +9,20 @@ import orjson
 
 from transcripts.domain import (
     ApiKeyRecord,
+    CharacterRecord,
     FormResponseRecord,
     SessionHistoryPage,
     SessionRecord,
     SignedUrl,
 )
 
-__all__ = ["api_key_data", "form_response_data", "session_history", "session_summary"]
+__all__ = [
+    "api_key_data",
+    "character_data",
+    "form_response_data",
+    "session_history",
+    "session_summary",
+]
 
 ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
 
@@ -104,4 +111,15 @@ def form_response_data(response: FormResponseRecord) -> dict[str, Any]:
         "session_id": str(response.session_id),
         "values": response.values,
         "created_at": response.created_at,
+    }
+
+
+def character_data(character: CharacterRecord) -> dict[str, Any]:
+    return {
+        "slug": character.slug,
+        "name": character.name,
+        "allowed_origins": character.allowed_origins,
+        "is_active": character.is_active,
+        "transcripts_enabled": character.transcripts_enabled,
+        "created_at": character.created_at,
     }
