@@ -20,8 +20,9 @@ run again under ``EXPLAIN (ANALYZE, BUFFERS)``.
 
 A case is a name, a caller (the big owner's API key or the staff user's) and a path, which
 may name the 20-turn session (``{session_id}``) or the label fragment (``{fragment}``), or be
-a function of the ``Target`` for paths that must be discovered first (a cursor). Adding an
-endpoint is adding a line to ``CASES``.
+a function of the ``Target`` for paths that must be discovered first: ``cursor_page(path,
+caller, 1000)`` follows the keyset cursor 999 times. Adding an endpoint is adding a line to
+``CASES``.
 
 Environment: ``SCALE_SECTION`` (which section of ``bench/SCALE.md`` a full run rewrites:
 ``before`` or ``after``, the default), ``SCALE_QUICK=1`` (a few requests per case, nothing
@@ -49,7 +50,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -57,7 +59,7 @@ import httpx
 from bench.load import Server, server
 from bench.scale_data import LABEL_FRAGMENT, ScaleDatabase, Shape, prepare
 
-__all__ = ["CASES", "Case", "Measurement", "Target", "main"]
+__all__ = ["CASES", "Case", "Measurement", "Target", "cursor_page", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -78,7 +80,8 @@ Caller = Literal["owner", "staff"]
 class Case:
     name: str
     caller: Caller
-    # A template ({session_id}, {fragment}), or the path worked out against the target.
+    # A template ({session_id}, {fragment}), or the path worked out against the target
+    # (``cursor_page``, say).
     path: str | Callable[[Target], str]
     dashboard: bool = True  # held to the dashboard's targets (the transcript read is not)
 
@@ -188,6 +191,31 @@ class Target:
         )
 
 
+class Fetcher(Protocol):
+    def get(self, caller: Caller, path: str) -> httpx.Response: ...
+
+
+def cursor_page(path: str, caller: Caller, page: int) -> Callable[[Fetcher], str]:
+    """A case's path: page ``page`` of ``path``, reached by following the opaque cursor
+    (Session History's ``data.next_cursor``, ``/v1/sessions``' ``meta.nextCursor``). Where
+    the history ends sooner (the 1k database), the last page there is."""
+
+    def resolve(target: Fetcher) -> str:
+        current = path
+        for _ in range(page - 1):
+            body = target.get(caller, current).json()
+            if path.startswith("/v1/"):
+                cursor = body["meta"].get("nextCursor")
+            else:
+                cursor = body["data"].get("next_cursor")
+            if not cursor:
+                break
+            current = f"{path}&cursor={quote(cursor, safe='')}"
+        return current
+
+    return resolve
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -197,6 +225,7 @@ class Measurement:
     statuses: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     body_bytes: int = 0  # of the last 200 answer
+    load: float = 0.0  # the machine's 1-minute load average when it ended
 
     @property
     def errors(self) -> int:
@@ -232,6 +261,7 @@ class Measurement:
             "per_second": self.rate,
             "statuses": dict(self.statuses),
             "body_bytes": self.body_bytes,
+            "load": self.load,
             "latencies_ms": [round(value, 2) for value in self.latencies_ms],
         }
 
@@ -272,6 +302,7 @@ async def sequential(url: str, headers: dict[str, str], config: Config) -> Measu
         ):
             await _timed_get(client, url, headers, measurement)
         measurement.seconds = time.perf_counter() - started
+        measurement.load = os.getloadavg()[0]
     return measurement
 
 
@@ -289,6 +320,7 @@ async def concurrent(url: str, headers: dict[str, str], config: Config) -> Measu
 
         await asyncio.gather(*(one_client() for _ in range(config.clients)))
         measurement.seconds = time.perf_counter() - started
+        measurement.load = os.getloadavg()[0]
     return measurement
 
 
@@ -511,8 +543,8 @@ def _errors(measurement: Measurement) -> str:
 def details(results: list[CaseResult], labels: list[str], clients: int) -> list[str]:
     lines = [
         "| endpoint | database | path | sequential: requests, p50 / p99 ms | body KiB"
-        f" | {clients} clients: requests, p50 / p99 / max ms, req/s | non-200 |",
-        "|---|---|---|--:|--:|--:|--:|",
+        f" | {clients} clients: requests, p50 / p99 / max ms, req/s | non-200 | load average |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
     ]
     for result in results:
         for label in labels:
@@ -525,7 +557,8 @@ def details(results: list[CaseResult], labels: list[str], clients: int) -> list[
                 f" | {len(seq.latencies_ms)}: {_ms(seq.p50)} / {_ms(seq.p99)}"
                 f" | {seq.body_bytes / 1024:,.1f}"
                 f" | {len(conc.latencies_ms)}: {_ms(conc.p50)} / {_ms(conc.p99)}"
-                f" / {_ms(conc.max)}, {conc.rate:.1f} | {_errors(seq)} ; {_errors(conc)} |"
+                f" / {_ms(conc.max)}, {conc.rate:.1f} | {_errors(seq)} ; {_errors(conc)}"
+                f" | {seq.load:.1f} / {conc.load:.1f} |"
             )
     return lines
 

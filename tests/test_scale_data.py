@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.scale import cursor_page
 from bench.scale_data import (
     CHUNK_SESSIONS,
     FEATURED_TURNS,
@@ -128,3 +129,28 @@ async def test_the_featured_session_reads_whole(
         f"/v1/sessions?search={session_id}", headers={"Authorization": f"Bearer {owner}"}
     )
     assert [session["id"] for session in found.json()["data"]] == [session_id]
+
+
+class _Pages:
+    """Answers like Session History's and /v1/sessions', with a cursor until page 3."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get(self, caller: str, path: str) -> httpx.Response:
+        self.asked.append(path)
+        page = len(self.asked)
+        cursor = f"c{page}/x" if page < 3 else None
+        if path.startswith("/v1/"):
+            return httpx.Response(200, json={"data": [], "meta": {"nextCursor": cursor}})
+        return httpx.Response(200, json={"data": {"sessions": [], "next_cursor": cursor}})
+
+
+@pytest.mark.parametrize("path", ["/api/billing/usage/?page_size=50", "/v1/sessions?perPage=100"])
+def test_cursor_page_follows_the_cursor_to_the_end_at_most(path: str) -> None:
+    pages = _Pages()
+    assert cursor_page(path, "owner", 2)(pages) == f"{path}&cursor=c1%2Fx"
+    assert pages.asked == [path]
+    pages = _Pages()
+    assert cursor_page(path, "owner", 10)(pages) == f"{path}&cursor=c2%2Fx"
+    assert len(pages.asked) == 3
