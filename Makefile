@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test lint format generate openapi bench soak clean
+.PHONY: run test lint format generate openapi bench bench-scale soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -70,6 +70,10 @@ bench: $(VENV)/.synced
 		apt-get install -y $$tool || { apt-get update && apt-get install -y $$tool; } || exit 1; done; fi
 	$(VENV)/bin/python -m bench.guard
 	$(VENV)/bin/python -m bench.run
+
+## bench-scale: dashboard reads at 1,000 and 1,000,000 sessions (bench/SCALE.md; its databases are built once); SCALE_SECTION=before|after, SCALE_QUICK=1
+bench-scale: $(VENV)/.synced
+	$(VENV)/bin/python -m bench.scale
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)
 soak: $(VENV)/.synced
