@@ -141,6 +141,9 @@ class Session(Base):
         default=RecordingStatus.NONE,
     )
     recording_url: Mapped[str | None] = mapped_column(String(2048))
+    # The s3:// key last handed out by POST …/recording/upload/: the one key outside the
+    # tenant's prefix that this session may register.
+    recording_upload_url: Mapped[str | None] = mapped_column(String(2048))
 
 
 class Turn(Base):
