@@ -154,6 +154,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "jwt_secret": TEST_JWT_SECRET,
         "recordings_dir": TEST_RECORDINGS_DIR,
         "recordings_signing_key": "test-recordings-" + "k" * 32,
+        # Where the suite's ASGI client sends requests: local links lead back to the app.
+        "public_url": "http://testserver",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
