@@ -154,6 +154,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "jwt_secret": TEST_JWT_SECRET,
         "recordings_dir": TEST_RECORDINGS_DIR,
         "recordings_signing_key": "test-recordings-" + "k" * 32,
+        # Where the suite's ASGI client sends requests: local links lead back to the app.
+        "public_url": "http://testserver",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -210,3 +212,18 @@ def backend(database_url: str) -> str:
 @pytest.fixture(scope="session")
 def project_root() -> Iterator[Path]:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own with no schema yet: migration tests start from nothing."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'migration.db'}"
+        return
+    name = f"transcripts_migration_{uuid.uuid4().hex[:12]}"
+    run_elsewhere(lambda: _admin_execute(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        run_elsewhere(lambda: _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

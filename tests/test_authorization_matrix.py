@@ -84,6 +84,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "finalize": by_session(
         "/api/agents/agent-session/{}/finalize/", "in_progress", method="POST", json={}
     ),
+    "recording upload": by_session(
+        "/api/agents/agent-session/{}/recording/upload/", "in_progress", method="POST", json={}
+    ),
     "start a session": Endpoint(
         lambda w: Call("POST", "/api/agents/agent-session/", {"agent": w.character.slug}),
         lambda w: Call("POST", "/api/agents/agent-session/", {"agent": unique("nobody")}),

@@ -1,135 +1,122 @@
-"""The Alembic history: each change that alters stored data backfills the rows already there,
-on both databases, and undoes. (That it builds what the models describe: test_cli.py runs
-`alembic check`.)"""
+"""The Alembic history, step by step on both databases: each change that alters stored data
+backfills the rows already there from the previous head, and undoes. (That the history builds
+what the models describe: test_cli.py runs `alembic check`.)"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import pytest
-import sqlalchemy as sa
-from alembic import command
-from sqlalchemy.ext.asyncio import create_async_engine
+from tests.migration_harness import columns, migrate, run
 
-from tests.conftest import POSTGRES_ADMIN_URL, _admin_execute, run_elsewhere
-from transcripts.migrate import alembic_config
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of its own, with no schema yet (a migration test starts from nothing)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-        return
-    name = f"transcripts_migrations_{uuid.uuid4().hex[:12]}"
-    run_elsewhere(lambda: _admin_execute(f'CREATE DATABASE "{name}"'))
-    try:
-        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace(
-            "postgresql://", "postgresql+asyncpg://"
-        )
-        yield f"{base}/{name}"
-    finally:
-        run_elsewhere(lambda: _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def migrate_to(url: str, revision: str) -> None:
-    run_elsewhere_sync(lambda: command.upgrade(alembic_config(url), revision))
-
-
-def downgrade_to(url: str, revision: str) -> None:
-    run_elsewhere_sync(lambda: command.downgrade(alembic_config(url), revision))
-
-
-def run_elsewhere_sync(work: Any) -> None:
-    """Alembic's env starts an event loop of its own: run it off the test's loop."""
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        executor.submit(work).result()
-
-
-async def _run(url: str, statements: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    engine = create_async_engine(url)
-    results = []
-    try:
-        async with engine.begin() as connection:
-            for statement, parameters in statements:
-                result = await connection.execute(sa.text(statement), parameters)
-                results.append(result.all() if result.returns_rows else None)
-    finally:
-        await engine.dispose()
-    return results
-
-
-def run_sql(url: str, *statements: tuple[str, dict[str, Any]]) -> list[Any]:
-    holder: list[list[Any]] = []
-    run_elsewhere_sync(lambda: holder.append(asyncio.run(_run(url, list(statements)))))
-    return holder[0]
+COUNTERS, UPLOAD_KEY = "5d0c1f7e2a91", "f67217efc85a"
+NOW = "2026-11-30 10:00:00+00:00"
 
 
 def _seed_before_counters(url: str) -> None:
     """Rows as the schema before the counters held them: two sessions, one with turns."""
-    now: Any = "2026-11-30 10:00:00.000000"
-    if url.startswith("postgresql"):
-        now = datetime(2026, 11, 30, 10, tzinfo=UTC)
-    run_sql(
+    run(url, f"INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '{NOW}')")
+    run(
         url,
-        (
-            "INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', :now)",
-            {"now": now},
-        ),
-        (
-            "INSERT INTO users (id, email, tenant_id, is_staff, is_active, created_at)"
-            " VALUES (1, 'a@b.c', 1, false, true, :now)",
-            {"now": now},
-        ),
-        (
-            "INSERT INTO characters (id, public_id, slug, name, tenant_id, created_by_id,"
-            " is_active, transcripts_enabled, allowed_origins, created_at)"
-            " VALUES (1, :uuid, 'c', 'C', 1, 1, true, true, '[]', :now)",
-            {"uuid": uuid.uuid4().hex if "sqlite" in url else str(uuid.uuid4()), "now": now},
-        ),
-        *[
-            (
-                "INSERT INTO sessions (id, session_id, tenant_id, character_id, room_name,"
-                " metadata, transcripts_enabled, created_at, llm_input_tokens,"
-                " llm_output_tokens, stt_audio_seconds, tts_characters, estimated_cost_micros,"
-                " recording_status) VALUES (:id, :uuid, 1, 1, 'r', '{}', true, :now,"
-                " 0, 0, 0, 0, 0, 'NONE')",
-                {
-                    "id": pk,
-                    "uuid": uuid.uuid4().hex if "sqlite" in url else str(uuid.uuid4()),
-                    "now": now,
-                },
-            )
-            for pk in (1, 2)
-        ],
-        *[
-            (
-                "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
-                " created_at) VALUES (1, :index, 'user', :text, 0, false, :now)",
-                {"index": index, "text": text, "now": now},
-            )
-            for index, text in enumerate(["Hello", "Crème brûlée"])
-        ],
+        "INSERT INTO users (id, email, tenant_id, is_staff, is_active, created_at)"
+        f" VALUES (1, 'a@b.c', 1, false, true, '{NOW}')",
     )
+    run(
+        url,
+        "INSERT INTO characters (id, public_id, slug, name, tenant_id, created_by_id, is_active,"
+        " transcripts_enabled, allowed_origins, created_at)"
+        f" VALUES (1, :public_id, 'c', 'C', 1, 1, true, true, '[]', '{NOW}')",
+        public_id=uuid.uuid4().hex if "sqlite" in url else str(uuid.uuid4()),
+    )
+    for pk in (1, 2):
+        session_id = uuid.uuid4()
+        run(
+            url,
+            "INSERT INTO sessions (id, session_id, tenant_id, character_id, room_name, metadata,"
+            " transcripts_enabled, created_at, llm_input_tokens, llm_output_tokens,"
+            " stt_audio_seconds, tts_characters, estimated_cost_micros, recording_status)"
+            f" VALUES (:pk, :session_id, 1, 1, 'r', '{{}}', true, '{NOW}', 0, 0, 0, 0, 0, 'NONE')",
+            pk=pk,
+            session_id=session_id.hex if "sqlite" in url else str(session_id),
+        )
+    for index, text in enumerate(["Hello", "Crème brûlée"]):
+        run(
+            url,
+            "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+            f" created_at) VALUES (1, :index, 'user', :text, 0, false, '{NOW}')",
+            index=index,
+            text=text,
+        )
 
 
 def test_session_counters_are_backfilled_and_undone(empty_database: str) -> None:
-    migrate_to(empty_database, "339659e893f2")
-    _seed_before_counters(empty_database)
+    url = empty_database
+    migrate(url, "upgrade", "339659e893f2")
+    _seed_before_counters(url)
 
-    migrate_to(empty_database, "5d0c1f7e2a91")
-    (rows,) = run_sql(
-        empty_database, ("SELECT id, turn_count, text_bytes FROM sessions ORDER BY id", {})
-    )
+    migrate(url, "upgrade", COUNTERS)
     # "Crème brûlée" is 12 characters and 15 bytes of UTF-8.
-    assert [tuple(row) for row in rows] == [(1, 2, 5 + 15), (2, 0, 0)]
+    assert run(url, "SELECT id, turn_count, text_bytes FROM sessions ORDER BY id") == [
+        {"id": 1, "turn_count": 2, "text_bytes": 5 + 15},
+        {"id": 2, "turn_count": 0, "text_bytes": 0},
+    ]
 
-    downgrade_to(empty_database, "339659e893f2")
-    (rows,) = run_sql(empty_database, ("SELECT count(*) FROM turns", {}))
-    assert rows[0][0] == 2
+    migrate(url, "downgrade", "339659e893f2")
+    assert {"turn_count", "text_bytes"}.isdisjoint(columns(url))
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 2}]
+
+
+SESSION_COLUMNS = "id, session_id, recording_url, recording_status, llm_input_tokens"
+
+
+def test_upgrade_keeps_sessions_with_no_key_handed_out_and_downgrade_drops_it(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", "5d0c1f7e2a91")
+    now = "2026-11-21 10:00:00+00:00"
+    run(url, f"INSERT INTO tenants (id, slug, name, created_at) VALUES (1, 't', 'T', '{now}')")
+    run(
+        url,
+        "INSERT INTO users (id, email, tenant_id, is_staff, is_active, created_at)"
+        f" VALUES (1, 'a@b.c', 1, false, true, '{now}')",
+    )
+    run(
+        url,
+        "INSERT INTO characters (id, public_id, slug, name, tenant_id, created_by_id, is_active,"
+        " transcripts_enabled, allowed_origins, created_at)"
+        f" VALUES (1, :public_id, 'bot', 'Bot', 1, 1, true, true, '[]', '{now}')",
+        public_id=uuid.uuid4().hex if "sqlite" in url else str(uuid.uuid4()),
+    )
+    session_ids = [uuid.uuid4(), uuid.uuid4()]
+    for pk, (session_id, recording) in enumerate(
+        zip(session_ids, ["s3://calls/a.mp4", None], strict=True), start=1
+    ):
+        run(
+            url,
+            "INSERT INTO sessions (id, session_id, tenant_id, character_id, room_name, metadata,"
+            " transcripts_enabled, created_at, llm_input_tokens, llm_output_tokens,"
+            " stt_audio_seconds, tts_characters, estimated_cost_micros, recording_status,"
+            " recording_url)"
+            f" VALUES (:pk, :session_id, 1, 1, 'room', '{{}}', true, '{now}', :tokens, 0, 0, 0,"
+            " 0, :status, :recording)",
+            pk=pk,
+            session_id=session_id.hex if "sqlite" in url else str(session_id),
+            tokens=100 * pk,
+            status="READY" if recording else "NONE",
+            recording=recording,
+        )
+    before = run(url, f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id")
+    assert "recording_upload_url" not in columns(url)
+
+    migrate(url, "upgrade", "f67217efc85a")
+    assert "recording_upload_url" in columns(url)
+    assert run(url, f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id") == before
+    assert run(url, "SELECT recording_upload_url FROM sessions ORDER BY id") == [
+        {"recording_upload_url": None},
+        {"recording_upload_url": None},
+    ]
+    run(url, "UPDATE sessions SET recording_upload_url = 's3://recordings/uploads/x' WHERE id = 2")
+
+    migrate(url, "downgrade", "5d0c1f7e2a91")
+    assert "recording_upload_url" not in columns(url)
+    assert run(url, f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id") == before

@@ -222,7 +222,7 @@ async def test_local_links_serve_with_range_and_refuse_tampering(
                 "tampered signature": f"/recordings/demo/calls/one.wav?expires={expires}&signature={'0' * 64}",
                 "other file": f"/recordings/demo/calls/two.wav?expires={expires}&signature={signature}",
                 "extended expiry": f"/recordings/demo/calls/one.wav?expires={expires + 10}&signature={signature}",
-                "expired": f"/recordings/demo/calls/one.wav?expires={past}&signature={store._signature('demo', 'calls/one.wav', past)}",
+                "expired": f"/recordings/demo/calls/one.wav?expires={past}&signature={store._signature('GET', 'demo', 'calls/one.wav', past)}",
                 "traversal": f"/recordings/demo/..%2F..%2Fsecret?expires={expires}&signature={signature}",
             }
             for name, path in refused.items():
@@ -230,9 +230,45 @@ async def test_local_links_serve_with_range_and_refuse_tampering(
                 assert response.status_code == 403, name
                 assert response.json()["message"] == "The link is invalid or has expired.", name
 
+            # A link to read is not a link to write: the file stays as it was.
+            overwrite = await client.put(url, content=b"not the recording")
+            assert overwrite.status_code == 403
+            assert overwrite.json()["message"] == "The link is invalid or has expired."
+    assert target.read_bytes() == AUDIO
+
+
+async def test_head_on_a_local_link_answers_the_headers_without_the_body(
+    database_url: str, factory: Factory, local_store_settings: dict[str, object], tmp_path: Path
+) -> None:
+    target = tmp_path / "recordings" / "demo" / "calls" / "head.mp3"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(AUDIO)
+    session_id, key = await recorded_session(factory, "s3://demo/calls/head.mp3")
+    async for app in running_app(make_settings(database_url, **local_store_settings)):
+        async with asgi_client(app) as client:
+            summary, _ = await both_dialects(client, session_id, key)
+            url = summary["recording_presigned_url"]
+            head = await client.head(url)
+            get = await client.get(url)
+            part = await client.head(url, headers={"Range": "bytes=0-99"})
+            tampered = await client.head(url[:-64] + "0" * 64)  # the signature comes last
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(AUDIO))
+    assert head.headers["content-type"] == "audio/mpeg"
+    assert head.headers["accept-ranges"] == "bytes"
+    assert {name: value for name, value in head.headers.items() if name != "content-length"} == {
+        name: value for name, value in get.headers.items() if name != "content-length"
+    }
+    assert get.content == AUDIO
+    assert (part.status_code, part.content, part.headers["content-length"]) == (206, b"", "100")
+    assert tampered.status_code == 403
+
 
 def test_local_store_never_leaves_its_directory(tmp_path: Path) -> None:
-    store = LocalRecordingStore(tmp_path, b"k" * 32, 60)
+    store = LocalRecordingStore(
+        tmp_path, b"k" * 32, 60, public_url="http://127.0.0.1:8000", max_upload_bytes=1024
+    )
     assert store.path_for("demo", "../../etc/passwd") is None
     assert store.path_for("..", "x") is None
     assert (
@@ -283,68 +319,95 @@ async def _finalize(
     return response.json()["data"]  # type: ignore[no-any-return]
 
 
-async def _started(client: httpx.AsyncClient, factory: Factory) -> tuple[dict[str, str], str]:
+async def _started(client: httpx.AsyncClient, factory: Factory) -> tuple[dict[str, str], str, str]:
+    """A session started over HTTP by the owner of a new tenant: headers, id, tenant slug."""
     owner = await factory.user()
     character = await factory.character(owner)
     headers = {"Authorization": f"Bearer {factory.token(owner.id)}"}
     started = await client.post(
         "/api/agents/agent-session/", json={"agent": character.slug}, headers=headers
     )
-    return headers, started.json()["data"]["session_id"]
+    return headers, started.json()["data"]["session_id"], await factory.tenant_slug(owner)
 
 
 async def test_s3_status_is_settled_at_registration_and_can_move_on(
     database_url: str, factory: Factory, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async for app in s3_app(database_url, moto_s3, monkeypatch):
+    async for app in s3_app(
+        database_url, moto_s3, monkeypatch, recordings_prefix="s3://calls/{tenant}/"
+    ):
         async with asgi_client(app) as client:
-            headers, session_id = await _started(client, factory)
-            url = f"s3://calls/late/{session_id}.mp4"
-            # Registered before the upload has landed: pending (its link would get S3's 404).
+            headers, session_id, tenant = await _started(client, factory)
+            url = f"s3://calls/{tenant}/late/{session_id}.mp4"
+            # Registered before the upload has landed: pending, and no link (it would get
+            # S3's 404) in either dialect.
             pending = await _finalize(client, headers, session_id, url)
             assert pending["recording_status"] == "PENDING"
+            assert pending["recording_presigned_url"] is None
+            assert pending["recording_presigned_url_expires_at"] is None
+            anam = await client.get(f"/v1/sessions/{session_id}/recording", headers=headers)
+            assert (anam.status_code, anam.json()["message"]) == (404, "Recording not found")
 
-            await upload(moto_s3, "calls", f"late/{session_id}.mp4", AUDIO)
+            await upload(moto_s3, "calls", f"{tenant}/late/{session_id}.mp4", AUDIO)
             ready = await _finalize(client, headers, session_id, url)
             assert ready["recording_status"] == "READY"
             assert ready["finalized_at"] == pending["finalized_at"]  # usage was not re-recorded
             async with httpx.AsyncClient() as http:
                 assert (await http.get(ready["recording_presigned_url"])).content == AUDIO
 
-            other_headers, other_session = await _started(client, factory)
-            failed = await _finalize(
-                client, other_headers, other_session, "https://cdn.example.com/x.mp4"
+            # Not an s3:// URI: refused outright now (it used to be stored as FAILED).
+            other_headers, other_session, _ = await _started(client, factory)
+            refused = await client.post(
+                f"/api/agents/agent-session/{other_session}/finalize/",
+                json={"recording_url": "https://cdn.example.com/x.mp4"},
+                headers=other_headers,
             )
-            assert failed["recording_status"] == "FAILED"
-            assert failed["recording_presigned_url"] is None
+            assert refused.status_code == 400
+            assert list(refused.json()["errors"]) == ["recording_url"]
 
 
 async def test_unreachable_s3_at_registration_leaves_it_pending(
     database_url: str, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     closed = S3Endpoint(f"http://127.0.0.1:{free_port()}", "AKIAEXAMPLE", "secret")
-    async for app in s3_app(database_url, closed, monkeypatch):
+    async for app in s3_app(
+        database_url, closed, monkeypatch, recordings_prefix="s3://calls/{tenant}/"
+    ):
         async with asgi_client(app) as client:
-            headers, session_id = await _started(client, factory)
+            headers, session_id, tenant = await _started(client, factory)
             started = time.monotonic()
-            data = await _finalize(client, headers, session_id, "s3://calls/a.mp4")
+            data = await _finalize(client, headers, session_id, f"s3://calls/{tenant}/a.mp4")
             assert data["recording_status"] == "PENDING"
             assert time.monotonic() - started < 15  # bounded by the client's timeouts
 
 
-async def test_local_status_follows_the_file(client: httpx.AsyncClient, factory: Factory) -> None:
-    from tests.conftest import TEST_RECORDINGS_DIR
-
-    headers, session_id = await _started(client, factory)
-    url = f"s3://local-calls/{session_id}.wav"
-    assert (await _finalize(client, headers, session_id, url))["recording_status"] == "PENDING"
-    target = Path(TEST_RECORDINGS_DIR) / "local-calls" / f"{session_id}.wav"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(AUDIO)
-    ready = await _finalize(client, headers, session_id, url)
-    assert ready["recording_status"] == "READY"
-    assert (await client.get(ready["recording_presigned_url"])).content == AUDIO
-    summary = (await client.get("/api/billing/usage/?page_size=1", headers=headers)).json()["data"]
-    assert summary["sessions"][0]["recording_presigned_url"].startswith(
-        "http://testserver/recordings/"
+async def test_local_status_follows_the_file(
+    database_url: str, factory: Factory, local_store_settings: dict[str, object], tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url, recordings_prefix="s3://local-calls/{tenant}/", **local_store_settings
     )
+    async for app in running_app(settings):
+        async with asgi_client(app) as client:
+            headers, session_id, tenant = await _started(client, factory)
+            url = f"s3://local-calls/{tenant}/{session_id}.wav"
+            pending = await _finalize(client, headers, session_id, url)
+            assert (pending["recording_status"], pending["recording_presigned_url"]) == (
+                "PENDING",
+                None,
+            )
+            history = await client.get("/api/billing/usage/?page_size=1", headers=headers)
+            assert history.json()["data"]["sessions"][0]["recording_presigned_url"] is None
+            anam = await client.get(f"/v1/sessions/{session_id}/recording", headers=headers)
+            assert anam.status_code == 404
+
+            target = tmp_path / "recordings" / "local-calls" / tenant / f"{session_id}.wav"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(AUDIO)
+            ready = await _finalize(client, headers, session_id, url)
+            assert ready["recording_status"] == "READY"
+            assert (await client.get(ready["recording_presigned_url"])).content == AUDIO
+            history = await client.get("/api/billing/usage/?page_size=1", headers=headers)
+            assert history.json()["data"]["sessions"][0]["recording_presigned_url"].startswith(
+                "http://testserver/recordings/"
+            )

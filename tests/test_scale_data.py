@@ -22,6 +22,7 @@ from bench.scale_data import (
     prepare,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, make_settings, running_app
+from transcripts.state import app_state
 
 SHAPE = Shape(sessions=100)
 
@@ -45,7 +46,7 @@ async def client(scale_database: ScaleDatabase) -> AsyncIterator[httpx.AsyncClie
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://scale") as client:
             yield client
-        await app.state.key_usage.drain()
+        await app_state(app).key_usage.drain()
 
 
 def test_the_rows_are_the_same_from_the_same_seed() -> None:

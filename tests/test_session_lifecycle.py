@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_RECORDINGS_DIR
 from tests.factories import Factory, unique
 from tests.test_agents_transcript import NOT_FOUND as SESSION_NOT_FOUND
 from tests.test_agents_transcript import iso
@@ -17,6 +15,7 @@ from tests.write_path import (
     BILLING,
     CHARACTERS,
     FINALIZE,
+    RECORDING_UPLOAD,
     SEED_COST,
     SEED_USAGE_BODY,
     START,
@@ -104,22 +103,31 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
     started_at = parse(in_progress["created_at"])
     assert abs(started_at - datetime.now(UTC)) < timedelta(minutes=1)
 
-    # The worker uploads the recording (to the local store here), then registers it.
-    recording = Path(TEST_RECORDINGS_DIR) / "oshara-recordings" / f"{session_id}.mp4"
-    recording.parent.mkdir(parents=True, exist_ok=True)
-    recording.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(1000))
+    # The worker uploads the recording through the link the service hands out (to the local
+    # store here), then registers the key it was given.
+    audio = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
+    upload = await client.post(
+        RECORDING_UPLOAD.format(session_id), json={"format": "mp4"}, headers=worker.headers
+    )
+    assert upload.status_code == 200, upload.text
+    handed_out = upload.json()["data"]
+    recording_url = handed_out["recording_url"]
+    assert recording_url.startswith(f"s3://recordings/uploads/acme/{session_id}/")
+    assert recording_url.endswith(".mp4")
+    put = await client.put(handed_out["upload_url"], content=audio, headers=handed_out["headers"])
+    assert put.status_code == 200
     finalized = await worker.finalize(
         session_id,
         **SEED_USAGE_BODY,
         ended_at=iso(started_at + timedelta(seconds=184.7)),
-        recording_url=f"s3://oshara-recordings/{session_id}.mp4",
+        recording_url=recording_url,
     )
     assert finalized.status_code == 200
     finalized_at = finalized.json()["data"]["finalized_at"]
     link = finalized.json()["data"]["recording_presigned_url"]
-    assert link.startswith(f"http://testserver/recordings/oshara-recordings/{session_id}.mp4?")
+    assert link.startswith(f"http://testserver/recordings/{recording_url.removeprefix('s3://')}?")
     played = await client.get(link)
-    assert (played.status_code, played.content) == (200, recording.read_bytes())
+    assert (played.status_code, played.content) == (200, audio)
     assert abs(parse(finalized_at) - datetime.now(UTC)) < timedelta(minutes=1)
     expected = {
         "id": in_progress["id"],
@@ -144,7 +152,7 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
         "estimated_cost_usd": SEED_COST,
         "finalized_at": finalized_at,
         "recording_status": "READY",
-        "recording_url": f"s3://oshara-recordings/{session_id}.mp4",
+        "recording_url": recording_url,
         # Signed anew on every read; compared apart below.
         "recording_presigned_url": ANY_LINK,
         "recording_presigned_url_expires_at": ANY_LINK,
@@ -185,9 +193,7 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
     anam_recording = await client.get(
         f"/v1/sessions/{session_id}/recording", headers=dashboard.headers
     )
-    assert (
-        await client.get(anam_recording.json()["recordingUrl"])
-    ).content == recording.read_bytes()
+    assert (await client.get(anam_recording.json()["recordingUrl"])).content == audio
 
     # The worker retries its finalize: the stored result again (the link is signed anew).
     retried = await worker.finalize(session_id, llm_input_tokens=1, tts_characters=99)

@@ -15,6 +15,7 @@ CHARACTERS = "/api/ai-characters/"
 START = "/api/agents/agent-session/"
 TURNS = "/api/agents/agent-session/{}/turns/"
 FINALIZE = "/api/agents/agent-session/{}/finalize/"
+RECORDING_UPLOAD = "/api/agents/agent-session/{}/recording/upload/"
 TRANSCRIPT = "/api/agents/agent-session/{}/transcript/"
 BILLING = "/api/billing/sessions/{}/"
 

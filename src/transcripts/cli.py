@@ -166,6 +166,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         overrides["jwt_secret"] = SecretStr(secrets.token_urlsafe(48))
     if settings.recordings_signing_key is None:
         overrides["recordings_signing_key"] = SecretStr(secrets.token_urlsafe(48))
+    if "public_url" not in settings.model_fields_set:
+        # The recording links the demo prints point at the server it starts.
+        overrides["public_url"] = f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update=overrides)
     upgrade_to_head(settings.database_url)
     recordings = LocalRecordingStore.from_settings(settings)

@@ -29,6 +29,7 @@ __all__ = [
     "SessionPage",
     "SessionRecord",
     "SessionRef",
+    "SignedUpload",
     "SignedUrl",
     "Turns",
     "UsageTotals",
@@ -205,6 +206,17 @@ class SignedUrl:
 
 
 @dataclass(frozen=True, slots=True)
+class SignedUpload:
+    """A time-limited upload of ``recording_url``: send ``method`` to ``url`` with ``headers``."""
+
+    recording_url: str
+    url: str
+    expires_at: datetime
+    method: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPage:
     records: list[SessionRecord]
     total: int
@@ -262,6 +274,8 @@ class SessionRef:
     finalized_at: datetime | None
     recording_url: str | None
     recording_status: RecordingStatus
+    # The key last handed out for a presigned upload, which this session may register.
+    recording_upload_url: str | None = None
     turn_count: int = 0
     text_bytes: int = 0
 

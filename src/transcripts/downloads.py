@@ -1,53 +1,86 @@
-"""The local store's signed links: ``GET /recordings/{bucket}/{key}?expires=…&signature=…``.
+"""The local store's signed links: ``/recordings/{bucket}/{key}?expires=…&signature=…``.
 
-Not part of either dialect (no credentials: the signature is the credential), so not in the
-schema. A wrong or expired signature is a 403, as S3 answers; ``Range`` is honoured.
+``GET`` (and ``HEAD``, the same headers without the body) serves a recording, honouring
+``Range``; ``PUT`` stores one, through the link ``POST …/recording/upload/`` hands out. A
+link's signature covers its method, so a link to read cannot write. Not part of either
+dialect (no credentials: the signature is the credential), so not in the schema. A wrong or
+expired signature is a 403, as S3 answers.
+
+An upload is streamed to a temporary file beside its destination and moved into place only
+when complete, so a reader never sees half a recording and a refused upload leaves nothing.
+Uploads are capped at ``RECORDINGS_MAX_UPLOAD_BYTES`` (413).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, Response
 
-from transcripts.errors import Forbidden, NotFound
-from transcripts.recordings import LOCAL_ROUTE, LocalRecordingStore
+from transcripts.errors import Forbidden, NotFound, PayloadTooLarge
+from transcripts.recordings import LOCAL_ROUTE, LocalRecordingStore, media_type
 from transcripts.state import app_state
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 
-MEDIA_TYPES = {
-    ".wav": "audio/wav",
-    ".mp3": "audio/mpeg",
-    ".mp4": "audio/mp4",
-    ".m4a": "audio/mp4",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".webm": "audio/webm",
-}
+LINK_PATH = LOCAL_ROUTE + "/{bucket}/{key:path}"
+Expires = Annotated[int, Query()]
+Signature = Annotated[str, Query(max_length=64)]
 
 
-@router.get(LOCAL_ROUTE + "/{bucket}/{key:path}")
-async def download_recording(
-    request: Request,
-    bucket: str,
-    key: str,
-    expires: Annotated[int, Query()],
-    signature: Annotated[str, Query(max_length=64)],
-) -> Response:
+def _verified(
+    request: Request, bucket: str, key: str, expires: int, signature: str
+) -> LocalRecordingStore:
     store = app_state(request.app).recordings
     if not isinstance(store, LocalRecordingStore):
         raise NotFound()
-    if not store.verify(bucket, key, expires, signature):
+    if not store.verify(request.method, bucket, key, expires, signature):
         raise Forbidden("The link is invalid or has expired.")
+    return store
+
+
+@router.api_route(LINK_PATH, methods=["GET", "HEAD"])
+async def download_recording(
+    request: Request, bucket: str, key: str, expires: Expires, signature: Signature
+) -> Response:
+    store = _verified(request, bucket, key, expires, signature)
     path = store.path_for(bucket, key)
     if path is None or not path.is_file():
         raise NotFound("Recording not found.")
     return FileResponse(
-        path,
-        media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"),
-        headers={"Cache-Control": "private, max-age=300"},
+        path, media_type=media_type(key), headers={"Cache-Control": "private, max-age=300"}
     )
+
+
+@router.put(LINK_PATH)
+async def upload_recording(
+    request: Request, bucket: str, key: str, expires: Expires, signature: Signature
+) -> Response:
+    store = _verified(request, bucket, key, expires, signature)
+    path = store.path_for(bucket, key)
+    if path is None:
+        raise NotFound()
+    limit = store.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"A recording may not exceed {limit} bytes.")
+    await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.part")
+    try:
+        received = 0
+        async with await anyio.open_file(partial, "wb") as file:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLarge(f"A recording may not exceed {limit} bytes.")
+                await file.write(chunk)
+        await anyio.to_thread.run_sync(os.replace, partial, path)
+    finally:
+        await anyio.Path(partial).unlink(missing_ok=True)
+    return Response(status_code=200)

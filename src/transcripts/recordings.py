@@ -7,10 +7,15 @@ Two stores behind one interface:
   it down. Credentials come from the standard AWS chain.
 - ``LocalRecordingStore``: the embedded default. ``s3://bucket/key`` lives at
   ``<RECORDINGS_DIR>/bucket/key`` and the service itself serves it through HMAC-signed,
-  expiring links that honour ``Range`` (so an ``<audio>`` element can seek).
+  expiring links that honour ``Range`` (so an ``<audio>`` element can seek). The links are
+  built from ``PUBLIC_URL``: a request's ``Host`` header is the client's to choose, so a link
+  made from it could point anywhere.
 
-Links are never stored. ``check`` runs once, when a recording is registered, to settle its
-status; reads never look at the object.
+Links are never stored, and only a ``READY`` recording gets one (``link_for``): a link to an
+object that is not there yet would only answer 404. ``check`` runs once, when a recording is
+registered, to settle its status; reads never look at the object. ``sign_upload`` answers a
+presigned PUT of a key the service hands out (``transcripts.recording_keys``); a local upload
+link's signature covers the method, so a GET link cannot be used to write.
 """
 
 from __future__ import annotations
@@ -25,10 +30,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
-from starlette.requests import Request
-from starlette.types import Scope
-
-from transcripts.domain import RecordingStatus, SignedUrl
+from transcripts.domain import RecordingStatus, SessionRecord, SignedUpload, SignedUrl
+from transcripts.recording_keys import MEDIA_TYPES
 from transcripts.settings import Settings
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "RecordingStore",
     "S3RecordingStore",
     "link_for",
+    "media_type",
     "open_recording_store",
     "parse_s3_uri",
 ]
@@ -46,8 +50,11 @@ LOCAL_ROUTE = "/recordings"
 
 
 class RecordingStore(Protocol):
-    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
+    async def sign(self, recording_url: str) -> SignedUrl | None:
         """A fresh link for the recording, or None (logged) when it cannot be signed."""
+
+    async def sign_upload(self, recording_url: str) -> SignedUpload | None:
+        """A fresh presigned PUT of the recording, or None (logged) when it cannot be signed."""
 
     async def check(self, recording_url: str) -> RecordingStatus:
         """READY if the object is there, PENDING if not yet, FAILED if it never can be."""
@@ -65,8 +72,13 @@ def _expiry(ttl_seconds: int) -> int:
     return int(time.time()) + ttl_seconds
 
 
+def media_type(key: str) -> str:
+    """What a recording is served (and uploaded) as, from its extension."""
+    return MEDIA_TYPES.get(key.rpartition(".")[2].lower(), "application/octet-stream")
+
+
 class S3RecordingStore:
-    """Presigns GETs with one aioboto3 client, made in the lifespan."""
+    """Presigns GETs, and the PUTs of uploads, with one aioboto3 client made in the lifespan."""
 
     def __init__(self, client: Any, ttl_seconds: int) -> None:
         self._client = client
@@ -96,21 +108,40 @@ class S3RecordingStore:
         )
         return cls(client, settings.presign_ttl_seconds)
 
-    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
+    async def sign(self, recording_url: str) -> SignedUrl | None:
         location = parse_s3_uri(recording_url)
         if location is None:
             logger.warning("recording URL is not an s3://bucket/key URI; not signed")
             return None
         bucket, key = location
+        signed = await self._presign("get_object", {"Bucket": bucket, "Key": key})
+        return None if signed is None else SignedUrl(*signed)
+
+    async def sign_upload(self, recording_url: str) -> SignedUpload | None:
+        location = parse_s3_uri(recording_url)
+        if location is None:
+            logger.warning("recording URL is not an s3://bucket/key URI; upload not signed")
+            return None
+        bucket, key = location
+        # The content type is a signed header: the uploader must send exactly this one, and
+        # S3 serves the recording with it.
+        headers = {"Content-Type": media_type(key)}
+        params = {"Bucket": bucket, "Key": key, "ContentType": headers["Content-Type"]}
+        signed = await self._presign("put_object", params)
+        if signed is None:
+            return None
+        return SignedUpload(recording_url, signed[0], signed[1], "PUT", headers)
+
+    async def _presign(self, operation: str, params: dict[str, str]) -> tuple[str, datetime] | None:
         expires = _expiry(self._ttl)
         try:
             url: str = await self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self._ttl
+                operation, Params=params, ExpiresIn=self._ttl
             )
         except Exception as exc:  # NoCredentialsError and the like: the read still succeeds
             logger.warning("could not sign recording URL: %s", type(exc).__name__)
             return None
-        return SignedUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC))
+        return url, datetime.fromtimestamp(expires, UTC)
 
     async def check(self, recording_url: str) -> RecordingStatus:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -137,10 +168,20 @@ class S3RecordingStore:
 class LocalRecordingStore:
     """Recordings in a directory, served by the service under ``/recordings``."""
 
-    def __init__(self, directory: Path, signing_key: bytes | None, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        signing_key: bytes | None,
+        ttl_seconds: int,
+        *,
+        public_url: str,
+        max_upload_bytes: int,
+    ) -> None:
         self.directory = directory.resolve()
         self._key = signing_key
         self._ttl = ttl_seconds
+        self._base_url = public_url.rstrip("/")
+        self.max_upload_bytes = max_upload_bytes
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRecordingStore:
@@ -149,6 +190,8 @@ class LocalRecordingStore:
             Path(settings.recordings_dir),
             key.get_secret_value().encode() if key else None,
             settings.presign_ttl_seconds,
+            public_url=settings.public_url,
+            max_upload_bytes=settings.recordings_max_upload_bytes,
         )
 
     def path_for(self, bucket: str, key: str) -> Path | None:
@@ -158,12 +201,13 @@ class LocalRecordingStore:
             return None
         return candidate
 
-    def _signature(self, bucket: str, key: str, expires: int) -> str:
+    def _signature(self, method: str, bucket: str, key: str, expires: int) -> str:
         assert self._key is not None
-        message = f"{bucket}\n{key}\n{expires}".encode()
+        # The method first: a link to read is not a link to write, nor the other way round.
+        message = f"{method}\n{bucket}\n{key}\n{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    async def sign(self, recording_url: str, base_url: str) -> SignedUrl | None:
+    def _link(self, method: str, recording_url: str) -> tuple[str, datetime] | None:
         location = parse_s3_uri(recording_url)
         if location is None:
             logger.warning("recording URL is not an s3://bucket/key URI; not signed")
@@ -173,17 +217,28 @@ class LocalRecordingStore:
             return None
         bucket, key = location
         expires = _expiry(self._ttl)
-        query = urlencode({"expires": expires, "signature": self._signature(bucket, key, expires)})
+        signature = self._signature(method, bucket, key, expires)
+        query = urlencode({"expires": expires, "signature": signature})
         path = f"{LOCAL_ROUTE}/{quote(bucket, safe='')}/{quote(key)}"
-        return SignedUrl(
-            url=f"{base_url.rstrip('/')}{path}?{query}",
-            expires_at=datetime.fromtimestamp(expires, UTC),
-        )
+        return f"{self._base_url}{path}?{query}", datetime.fromtimestamp(expires, UTC)
 
-    def verify(self, bucket: str, key: str, expires: int, signature: str) -> bool:
+    async def sign(self, recording_url: str) -> SignedUrl | None:
+        link = self._link("GET", recording_url)
+        return None if link is None else SignedUrl(*link)
+
+    async def sign_upload(self, recording_url: str) -> SignedUpload | None:
+        link = self._link("PUT", recording_url)
+        if link is None:
+            return None
+        headers = {"Content-Type": media_type(recording_url)}
+        return SignedUpload(recording_url, link[0], link[1], "PUT", headers)
+
+    def verify(self, method: str, bucket: str, key: str, expires: int, signature: str) -> bool:
+        """Whether the link allows ``method`` (``GET`` also covers ``HEAD``) on bucket/key."""
         if self._key is None or expires < time.time():
             return False
-        return hmac.compare_digest(self._signature(bucket, key, expires), signature)
+        signed_for = "GET" if method == "HEAD" else method
+        return hmac.compare_digest(self._signature(signed_for, bucket, key, expires), signature)
 
     async def check(self, recording_url: str) -> RecordingStatus:
         location = parse_s3_uri(recording_url)
@@ -193,14 +248,12 @@ class LocalRecordingStore:
         return RecordingStatus.READY if path.is_file() else RecordingStatus.PENDING
 
 
-async def link_for(
-    store: RecordingStore, recording_url: str | None, scope: Scope
-) -> SignedUrl | None:
-    """A fresh link for the recording, if the session has one; ``scope`` is the request's,
-    whose base URL the local store's links are made from."""
-    if not recording_url:
+async def link_for(store: RecordingStore, record: SessionRecord) -> SignedUrl | None:
+    """A fresh link to the session's recording, only once it is ``READY``: every answer that
+    carries a link (both dialects' reads, Session History, finalize) makes it here."""
+    if record.recording_url is None or record.recording_status != RecordingStatus.READY:
         return None
-    return await store.sign(recording_url, str(Request(scope).base_url))
+    return await store.sign(record.recording_url)
 
 
 async def open_recording_store(settings: Settings, stack: AsyncExitStack) -> RecordingStore:

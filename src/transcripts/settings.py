@@ -6,12 +6,14 @@ S3 credentials are deliberately absent: they come from the standard AWS chain.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from transcripts.domain import SessionLimits
 from transcripts.pricing import DEFAULT_PRICES, PriceTable
+from transcripts.recording_keys import PrefixTemplate, validate_bucket
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings"]
 
@@ -55,6 +57,16 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     presign_ttl_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # Which keys a caller may register (DESIGN.md, "Recordings"): under this template with
+    # {tenant} the session's tenant slug, e.g. s3://recordings/{tenant}/; unset, only keys the
+    # service handed out (uploads/<tenant>/<session>/<random>.<ext> in the upload bucket).
+    recordings_prefix: str | None = None
+    recordings_upload_bucket: str = "recordings"
+    # The local store's cap on one upload (S3 enforces its own, 5 GB per PUT).
+    recordings_max_upload_bytes: int = Field(default=1024**3, ge=1)
+    # The service's address as players reach it: the local store's links are built from it,
+    # never from a request's Host header.
+    public_url: str = "http://127.0.0.1:8000"
 
     # What one session may hold. A two-hour call is about 2,000 turns and 200 KB of text;
     # the caps keep a runaway worker from growing one transcript (and every read of it)
@@ -91,6 +103,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set all of TRANSCRIPTS_LIVEKIT_URL, TRANSCRIPTS_LIVEKIT_API_KEY and"
                 " TRANSCRIPTS_LIVEKIT_API_SECRET, or none of them"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _recording_keys_are_valid(self) -> Settings:
+        if self.recordings_prefix is not None:
+            PrefixTemplate.parse(self.recordings_prefix)
+        try:
+            validate_bucket(self.recordings_upload_bucket)
+        except ValueError as exc:
+            raise ValueError(f"TRANSCRIPTS_RECORDINGS_UPLOAD_BUCKET: {exc}") from None
+        url = urlsplit(self.public_url)
+        if url.scheme not in {"http", "https"} or not url.hostname or url.query or url.fragment:
+            raise ValueError(
+                f"TRANSCRIPTS_PUBLIC_URL {self.public_url!r} must be an http(s) URL such as"
+                " https://transcripts.example.com"
             )
         return self
 

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import form_response_record, owned_by
-from transcripts.db.tables import Character, FormResponse, Session, Turn
+from transcripts.db.tables import Character, FormResponse, Session, Tenant, Turn
 from transcripts.domain import (
     Caller,
     CharacterRecord,
@@ -44,6 +44,7 @@ def _ref(session: Session) -> SessionRef:
         recording_status=session.recording_status,
         turn_count=session.turn_count,
         text_bytes=session.text_bytes,
+        recording_upload_url=session.recording_upload_url,
     )
 
 
@@ -162,6 +163,10 @@ class SessionRepository:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+
+    async def tenant_slug(self, tenant_id: int) -> str:
+        """The slug of a session's tenant (recording keys are scoped by it)."""
+        return await self._db.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)) or ""
 
     async def session_pk_of_character(self, session_id: uuid.UUID, character_id: int) -> int | None:
         return await self._db.scalar(

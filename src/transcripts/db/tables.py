@@ -141,6 +141,9 @@ class Session(Base):
         default=RecordingStatus.NONE,
     )
     recording_url: Mapped[str | None] = mapped_column(String(2048))
+    # The s3:// key last handed out by POST …/recording/upload/: the one key outside the
+    # tenant's prefix that this session may register.
+    recording_upload_url: Mapped[str | None] = mapped_column(String(2048))
     # What the session holds, kept by every append: the caps are checked against these, and
     # listings show them, without counting the turns again.
     turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

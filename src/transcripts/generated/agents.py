@@ -80,7 +80,9 @@ class AgentSessionSummary(BaseModel):
     ]
     recording_presigned_url: Annotated[
         StrictStr | None,
-        Field(description="Time-limited HTTPS URL that anyone can play; signed on every read."),
+        Field(
+            description="Time-limited HTTPS URL that anyone can play; signed on every read. Null unless recording_status is READY."
+        ),
     ]
     recording_presigned_url_expires_at: AwareDatetime | None
     transcript: list[TranscriptItem]
@@ -350,8 +352,43 @@ class FinalizeRequest(BaseModel):
         Field(description="When the call ended; the time of the request when absent."),
     ] = None
     recording_url: Annotated[
-        StrictStr | None, Field(description="S3 URI of the call recording.", max_length=2048)
+        StrictStr | None,
+        Field(
+            description="S3 URI of the call recording: under the prefix configured for the session's tenant, or the key handed out by the recording upload of this session. Anything else is a 400, and nothing is stored.",
+            max_length=2048,
+        ),
     ] = None
+
+
+class RecordingUploadRequest(BaseModel):
+    format: Annotated[
+        Literal["mp4", "m4a", "wav", "mp3", "ogg", "opus", "webm"],
+        Field(description="The recording's format; the key's extension and its content type."),
+    ] = "mp4"
+
+
+class RecordingUpload(BaseModel):
+    recording_url: Annotated[
+        StrictStr,
+        Field(description="The key handed out for this session; register it at finalize."),
+    ]
+    upload_url: Annotated[
+        StrictStr,
+        Field(description="Presigned URL to send the recording's bytes to, until expires_at."),
+    ]
+    expires_at: AwareDatetime
+    method: Literal["PUT"]
+    headers: Annotated[
+        dict[str, StrictStr],
+        Field(description="Headers the upload must carry as they are (they are signed)."),
+    ]
+
+
+class RecordingUploadEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: RecordingUpload
+    errors: None
 
 
 class SessionHistory(BaseModel):

@@ -1,4 +1,10 @@
-"""The voice worker's write path: a session started, its turns appended, then finalized."""
+"""The voice worker's write path: a session started, its turns appended, then finalized.
+
+A recording is registered at finalize, and only one that belongs to the session
+(``transcripts.recording_keys``): the rule runs before the store is asked anything, so a key
+that is not the caller's is never checked, signed or stored. ``recording_upload`` hands out
+the one key outside the tenant's prefix that a session may register, with a presigned PUT.
+"""
 
 from __future__ import annotations
 
@@ -23,20 +29,30 @@ from transcripts.domain import (
     SessionLimits,
     SessionRecord,
     SessionRef,
+    SignedUpload,
 )
-from transcripts.errors import SESSION_NOT_FOUND, BadRequest, Conflict, NotFound
+from transcripts.errors import (
+    SESSION_NOT_FOUND,
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+)
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
+from transcripts.recording_keys import RecordingKeys
 from transcripts.validation import as_utc
 
 __all__ = [
     "UNLIMITED",
     "RecordingChecker",
+    "RecordingUploads",
     "RegisteredRecording",
     "append",
     "append_turns",
     "finalize",
     "finalize_session",
     "record_form_response",
+    "recording_upload",
     "session_for_write",
     "session_ids_created_by",
     "start_session",
@@ -50,6 +66,11 @@ UNLIMITED = SessionLimits(max_turns=2**31 - 1, max_text_bytes=2**63 - 1)
 class RecordingChecker(Protocol):
     async def check(self, recording_url: str) -> RecordingStatus:
         """READY if the object is there, PENDING if not yet, FAILED if it never can be."""
+
+
+class RecordingUploads(Protocol):
+    async def sign_upload(self, recording_url: str) -> SignedUpload | None:
+        """A fresh presigned PUT of the recording, or None (logged) when it cannot be signed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +205,22 @@ async def finalize(
     usage: Usage,
     prices: PriceTable,
     recordings: RecordingChecker,
+    keys: RecordingKeys,
     *,
     ended_at: datetime | None = None,
     recording_url: str | None = None,
 ) -> SessionRecord:
     """The finalize route's work: lock the caller's session, settle the recording's status
     (checked once, here; reads never look at the object again), record usage and cost, and
-    answer the session as it now stands. An ``ended_at`` without an offset is UTC."""
+    answer the session as it now stands. An ``ended_at`` without an offset is UTC.
+
+    ``recording_url`` must belong to the session (``keys``), or the whole finalize is a 400
+    and the store is never asked about it."""
     session = await session_for_write(db, caller, session_id)
     ended_at = as_utc(ended_at, "ended_at")
     recording = None
     if recording_url is not None:
+        await _refuse_foreign_recording(db, session, keys, recording_url)
         recording = RegisteredRecording(recording_url, await recordings.check(recording_url))
     await finalize_session(db, session, usage, prices, ended_at=ended_at, recording=recording)
     return await load_session_record(db, session.id)
@@ -245,6 +271,53 @@ async def finalize_session(
         **changes,
     )
     return replace(session, finalized_at=now, **changes)
+
+
+async def _refuse_foreign_recording(
+    db: AsyncSession, session: SessionRef, keys: RecordingKeys, recording_url: str
+) -> None:
+    tenant_slug = await SessionRepository(db).tenant_slug(session.tenant_id)
+    handed_out = session.recording_upload_url
+    if keys.may_register(recording_url, tenant_slug=tenant_slug, handed_out=handed_out):
+        return
+    prefix = keys.tenant_prefix(tenant_slug)
+    allowed = "the key handed out for this session by POST …/{session_id}/recording/upload/"
+    if prefix is not None:
+        allowed = f"an s3:// URI under {prefix.uri}, or {allowed}"
+    raise BadRequest("Invalid recording_url.", {"recording_url": [f"Must be {allowed}."]})
+
+
+async def recording_upload(
+    db: AsyncSession,
+    caller: Caller,
+    session_id: uuid.UUID,
+    uploads: RecordingUploads,
+    keys: RecordingKeys,
+    *,
+    extension: str,
+) -> SignedUpload:
+    """Hand out the key the session may register, with a presigned PUT of it.
+
+    Allowed until the session's recording is READY (then 409: the recording is settled and
+    the link would overwrite it), before or after finalize. The key is recorded on the
+    session; asking again for the same format answers the same key with a fresh link.
+    """
+    session = await session_for_write(db, caller, session_id)
+    if session.recording_status == RecordingStatus.READY:
+        raise Conflict("The session's recording is already registered and ready.")
+    sessions = SessionRepository(db)
+    location = keys.upload_key(
+        tenant_slug=await sessions.tenant_slug(session.tenant_id),
+        session_id=session.session_id,
+        extension=extension,
+        handed_out=session.recording_upload_url,
+    )
+    upload = await uploads.sign_upload(location.uri)
+    if upload is None:
+        raise ServiceUnavailable("Recording uploads are not available: the store cannot sign.")
+    if location.uri != session.recording_upload_url:
+        await sessions.update(session.id, recording_upload_url=location.uri)
+    return upload
 
 
 def _registered(session: SessionRef, recording: RegisteredRecording) -> bool:

@@ -45,7 +45,6 @@ MAX_ROW_ID = 2**63 - 1
 
 
 async def get_session_history(
-    request: Request,
     caller: CallerDep,
     dashboard: DashboardDep,
     recordings: RecordingStoreDep,
@@ -69,7 +68,7 @@ async def get_session_history(
         page=page,
         page_size=page_size,
     )
-    links = [await link_for(recordings, r.recording_url, request.scope) for r in history.records]
+    links = [await link_for(recordings, record) for record in history.records]
     return envelope_response(session_history(history, links))
 
 

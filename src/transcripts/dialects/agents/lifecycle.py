@@ -1,4 +1,5 @@
-"""The voice worker's write path: a character, then a session started, its turns, finalize."""
+"""The voice worker's write path: a character, then a session started, its turns, finalize,
+and the recording's upload."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from transcripts.generated.agents import (
     CharacterEnvelope,
     CreateCharacterRequest,
     FinalizeRequest,
+    RecordingUploadEnvelope,
+    RecordingUploadRequest,
     StartSessionEnvelope,
     StartSessionRequest,
     TurnBatch,
@@ -40,6 +43,7 @@ from transcripts.generated.agents import (
 )
 from transcripts.livekit import LiveKit
 from transcripts.pricing import Usage
+from transcripts.recording_keys import RecordingKeys
 from transcripts.recordings import link_for
 from transcripts.services import accounts, sessions
 
@@ -137,7 +141,6 @@ async def append_session_turns(
 
 
 async def finalize_agent_session(
-    request: Request,
     session_id: SessionIdPath,
     caller: CallerDep,
     db: DbSessionDep,
@@ -163,11 +166,39 @@ async def finalize_agent_session(
         usage,
         settings.prices,
         recordings,
+        RecordingKeys.from_settings(settings),
         ended_at=body.ended_at,
         recording_url=body.recording_url,
     )
-    link = await link_for(recordings, record.recording_url, request.scope)
+    link = await link_for(recordings, record)
     return envelope_response(session_summary(record, link))
+
+
+async def upload_session_recording(
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DbSessionDep,
+    settings: SettingsDep,
+    recordings: RecordingStoreDep,
+    body: Annotated[RecordingUploadRequest | None, Body()] = None,
+) -> Response:
+    body = body or RecordingUploadRequest()
+    upload = await sessions.recording_upload(
+        db,
+        caller,
+        session_id,
+        recordings,
+        RecordingKeys.from_settings(settings),
+        extension=body.format,
+    )
+    data = {
+        "recording_url": upload.recording_url,
+        "upload_url": upload.url,
+        "expires_at": upload.expires_at,
+        "method": upload.method,
+        "headers": upload.headers,
+    }
+    return envelope_response(data)
 
 
 _WRITE = {"route_class_override": WriteRoute, "response_class": Response, "openapi_extra": SECURITY}
@@ -243,5 +274,22 @@ add_slash_agnostic_route(
         "estimated_cost_usd. Idempotent: a repeated finalize answers the stored result."
     ),
     responses={200: {"model": AgentSessionSummaryEnvelope}, **envelope_error_responses(413)},
+    **_WRITE,
+)
+add_slash_agnostic_route(
+    router,
+    "/api/agents/agent-session/{session_id}/recording/upload/",
+    upload_session_recording,
+    methods=["POST"],
+    operation_id="uploadAgentSessionRecording",
+    summary="Upload a recording",
+    description=(
+        "A key for the session's recording and a presigned PUT of it: send the bytes to "
+        "upload_url with the given headers, then register recording_url at finalize. The "
+        "one key outside the tenant's recordings prefix that the session may register. "
+        "Allowed, before or after finalize, until the recording is READY (then 409); asking "
+        "again for the same format answers the same key with a fresh link."
+    ),
+    responses={200: {"model": RecordingUploadEnvelope}, **envelope_error_responses(409, 413)},
     **_WRITE,
 )

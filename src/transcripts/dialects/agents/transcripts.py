@@ -27,7 +27,7 @@ async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
     record = await state.transcripts.session(credentials, session_id)
-    link = await link_for(state.recordings, record.recording_url, scope)
+    link = await link_for(state.recordings, record)
     return envelope_response(session_summary(record, link))
 
 

@@ -6,7 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -66,14 +66,13 @@ async def get_session(
 
 
 async def get_session_recording(
-    request: Request,
     session_id: SessionIdPath,
     credentials: CredentialsDep,
     transcripts: TranscriptsDep,
     recordings: RecordingStoreDep,
 ) -> Response:
     record = await transcripts.session(credentials, session_id, with_turns=False)
-    signed = await link_for(recordings, record.recording_url, request.scope)
+    signed = await link_for(recordings, record)
     if signed is None:
         raise NotFound("Recording not found")
     return _json({"recordingUrl": signed.url})
