@@ -1,26 +1,33 @@
 """The ``transcripts`` command line.
 
 Commands with ``--json`` print exactly one JSON document on stdout; everything else a
-person reads goes to stdout as plain lines, and logs go to stderr.
+person reads goes to stdout as plain lines, and logs go to stderr. A failure is one line on
+stderr, ``transcripts: ...``, and a non-zero exit code: never a traceback, never a password
+(a database URL is shown as SQLAlchemy renders it with the password hidden).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shlex
+import socket
+import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
+from asyncpg import CannotConnectNowError
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from transcripts.auth import mint_access_token
 from transcripts.db.engine import Database
-from transcripts.errors import TranscriptsError
+from transcripts.errors import ServiceUnavailable, TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
@@ -41,7 +48,50 @@ def _run_in_transaction(settings: Settings, work: Callable[[Any], Awaitable[T]])
         finally:
             await database.dispose()
 
-    return asyncio.run(run())
+    with _reaching(settings.database_url):
+        return asyncio.run(run())
+
+
+def _upgrade_to_head(settings: Settings) -> None:
+    with _reaching(settings.database_url):
+        upgrade_to_head(settings.database_url)
+
+
+@contextmanager
+def _reaching(database_url: str) -> Iterator[None]:
+    """A failure to connect to the database, as the one sentence ``main`` prints."""
+    try:
+        yield
+    except Exception as exc:
+        reason = _connection_failure(exc)
+        if reason is None:
+            raise
+        verb = "open" if database_url.startswith("sqlite") else "reach"
+        raise ServiceUnavailable(
+            f"cannot {verb} the database at {_redacted(database_url)} ({reason})"
+        ) from None
+
+
+def _connection_failure(exc: BaseException) -> str | None:
+    """Why no connection could be made, if that is what ``exc`` says; else None.
+
+    A refused or unresolvable PostgreSQL address comes from the socket, unwrapped (SQLAlchemy
+    wraps only what the driver raises once connected); SQLite's is SQLITE_CANTOPEN.
+    """
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, socket.gaierror):
+        return str(cause.strerror).lower()
+    if isinstance(cause, OSError):
+        if cause.errno:
+            return os.strerror(cause.errno).lower()  # "connection refused"
+        return str(cause).splitlines()[0]
+    if isinstance(cause, CannotConnectNowError):  # the server is starting or shutting down
+        return str(cause)
+    if isinstance(cause, sqlite3.Error) and cause.sqlite_errorname == "SQLITE_CANTOPEN":
+        return str(cause)
+    return None
 
 
 def _print_json(document: Any) -> None:
@@ -49,7 +99,7 @@ def _print_json(document: Any) -> None:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    upgrade_to_head(settings.database_url)
+    _upgrade_to_head(settings)
     print(f"database is at the latest revision ({_redacted(settings.database_url)})")
     return 0
 
@@ -163,7 +213,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if settings.recordings_signing_key is None:
         overrides["recordings_signing_key"] = SecretStr(secrets.token_urlsafe(48))
     settings = settings.model_copy(update=overrides)
-    upgrade_to_head(settings.database_url)
+    _upgrade_to_head(settings)
     recordings = LocalRecordingStore.from_settings(settings)
     demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices, recordings))
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
