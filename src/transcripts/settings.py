@@ -5,10 +5,11 @@ S3 credentials are deliberately absent: they come from the standard AWS chain.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from transcripts.pricing import DEFAULT_PRICES, PriceTable
 
@@ -19,6 +20,7 @@ MIN_JWT_SECRET_BYTES = 32
 # Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
 PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
+MIN_METRICS_TOKEN_CHARACTERS = 16
 
 
 class Settings(BaseSettings):
@@ -63,6 +65,15 @@ class Settings(BaseSettings):
     livekit_api_key: str | None = None
     livekit_api_secret: SecretStr | None = None
 
+    # Browser origins allowed to call the API from a page (the dashboard's), comma-separated,
+    # e.g. "https://app.example.com,https://admin.example.com". The widget routes also admit
+    # each active character's allowed_origins. Empty: no other page may read an answer.
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # When set, /metrics answers only `Authorization: Bearer <this token>` (Prometheus's
+    # `authorization.credentials_file`); the probes stay open.
+    metrics_token: SecretStr | None = None
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
@@ -84,6 +95,51 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set all of TRANSCRIPTS_LIVEKIT_URL, TRANSCRIPTS_LIVEKIT_API_KEY and"
                 " TRANSCRIPTS_LIVEKIT_API_SECRET, or none of them"
+            )
+        return self
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_only(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        # Browsers send an Origin as scheme://host[:port], lowercased; a trailing slash or a
+        # path would never match, so it is refused here rather than ignored at request time.
+        normalized = []
+        for origin in origins:
+            parts = urlsplit(origin.lower())
+            try:
+                parts.port  # noqa: B018 (a malformed port raises)
+            except ValueError:
+                parts = parts._replace(netloc="")
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or "@" in parts.netloc
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or origin.endswith(("?", "#"))
+            ):
+                raise ValueError(
+                    f"TRANSCRIPTS_CORS_ALLOW_ORIGINS: {origin!r} is not an origin"
+                    " (scheme://host[:port], no path)"
+                )
+            normalized.append(f"{parts.scheme}://{parts.netloc}")
+        return tuple(normalized)
+
+    @model_validator(mode="after")
+    def _metrics_token_long_enough(self) -> Settings:
+        token = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if token is not None and len(token) < MIN_METRICS_TOKEN_CHARACTERS:
+            raise ValueError(
+                "TRANSCRIPTS_METRICS_TOKEN must be at least"
+                f" {MIN_METRICS_TOKEN_CHARACTERS} characters long"
             )
         return self
 
