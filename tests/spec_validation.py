@@ -21,11 +21,12 @@ from referencing.jsonschema import DRAFT202012
 
 from transcripts.app import DIALECTS
 from transcripts.dialects import dialect_for_path
+from transcripts.docs_ui import ASSET_PATHS
 
 OPENAPI_DIR = Path(__file__).resolve().parents[1] / "openapi"
 SPECS = {dialect.name: dialect.spec for dialect in DIALECTS if dialect.spec}
 # Operational endpoints, and the local store's signed links, belong to no dialect.
-OUTSIDE_THE_DIALECTS = {"/openapi.json", "/docs", "/healthz", "/readyz", "/metrics"}
+OUTSIDE_THE_DIALECTS = {"/openapi.json", "/docs", *ASSET_PATHS, "/healthz", "/readyz", "/metrics"}
 LINKS_PREFIX = "/recordings/"
 ERROR_SCHEMAS = {
     dialect.name: f"#/components/schemas/{dialect.error_model.__name__}" for dialect in DIALECTS

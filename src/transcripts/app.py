@@ -24,6 +24,7 @@ from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
+from transcripts.docs_ui import router as docs_router
 from transcripts.downloads import router as downloads_router
 from transcripts.errors import (
     BadRequest,
@@ -88,7 +89,7 @@ def create_app(
         lifespan=lifespan,
         redirect_slashes=False,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs_ui serves it, with Swagger UI's assets from the package
         redoc_url=None,
         # The service's telemetry is its Prometheus metrics and JSON request log; FastAPI's
         # native OpenTelemetry would look up the global providers on every request (about
@@ -96,6 +97,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(operations_router)
+    app.include_router(docs_router)
     app.include_router(downloads_router)
     for dialect in dialects:
         for router in dialect.routers:
