@@ -16,6 +16,7 @@ import shlex
 import socket
 import sqlite3
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -330,7 +331,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_aiosqlite_after_a_failed_open(
+    default: Callable[[threading.ExceptHookArgs], object],
+) -> Callable[[threading.ExceptHookArgs], None]:
+    """aiosqlite 0.22 stops a connection that failed to open without waiting for its worker
+    thread, which may then hand the result to an event loop ``asyncio.run`` has already
+    closed (omnilib/aiosqlite#241): a traceback from that thread after the failure has been
+    reported, with nothing lost. That one is dropped; any other goes to ``default``."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (
+            isinstance(args.exc_value, RuntimeError)
+            and str(args.exc_value) == "Event loop is closed"
+            and args.thread is not None
+            and "_connection_worker_thread" in args.thread.name
+        ):
+            default(args)
+
+    return hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    threading.excepthook = _quiet_aiosqlite_after_a_failed_open(threading.excepthook)
     args = build_parser().parse_args(argv)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
