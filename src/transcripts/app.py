@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
+from transcripts.cors import Cors, widget_paths
 from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.hot_read import TranscriptReads
@@ -114,6 +115,13 @@ def create_app(
     _install_error_handlers(app, render)
     # Observability outermost, so the guard's refusals are logged and counted too.
     app.add_middleware(RequestGuard, render_error=render)
+    # Outside the guard, so a page may read its refusals; inside, so preflights are logged.
+    app.add_middleware(
+        Cors,
+        allow_origins=settings.cors_allow_origins,
+        widget_paths=widget_paths(app.routes),
+        render_error=render,
+    )
     app.add_middleware(
         ObservabilityMiddleware, metrics=metrics, access_log=access_log, render_error=render
     )
