@@ -12,14 +12,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Page
 
-from tests.conftest import asgi_client, make_settings, running_app
+from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
+from tests.servers import transcripts_process
 from tests.write_path import START, deactivate_character
+from transcripts.db.engine import Database
 from transcripts.domain import CharacterRecord, SessionRef, UserRecord
 from transcripts.state import app_state
 
@@ -239,3 +243,50 @@ async def test_a_request_without_origin_carries_no_cors_headers(
     assert response.status_code == 405
     unknown = await preflight(client, f"/v1/sessions/{uuid.uuid4()}/nothing-here", SHOP)
     assert ACAO not in unknown.headers
+
+
+async def test_a_customers_page_starts_a_session_in_a_real_browser(
+    page: Page, tmp_path: Path
+) -> None:
+    """The widget flow as the README shows it: a page of another origin fetches the session
+    start in Chromium, which sends the preflight, then the POST, and lets the page read the
+    answer only if the service grants it. The "customer's page" is one of the service's own
+    pages under another name of the loopback address (http://localhost:<port> is not the
+    origin http://127.0.0.1:<port>), as Chromium refuses a public page's requests to loopback.
+    """
+    url = migrate(f"sqlite+aiosqlite:///{tmp_path / 'widget.db'}")
+    start = """async ([url, agent]) => {
+        try {
+            const response = await fetch(url, {
+                method: "POST",
+                headers: {"Content-Type": "application/json"},
+                body: JSON.stringify({agent, origin_url: location.href}),
+            });
+            return {status: response.status, body: await response.json()};
+        } catch (error) {
+            return {error: String(error)};
+        }
+    }"""
+    with transcripts_process(
+        "serve", env={"TRANSCRIPTS_DATABASE_URL": url}, cwd=tmp_path
+    ) as server:
+        shop_origin = server.base_url.replace("127.0.0.1", "localhost")
+        database = Database(make_settings(url))
+        factory = Factory(database, make_settings(url))
+        owner = await factory.user()
+        open_to_shop = await factory.character(owner, allowed_origins=[shop_origin])
+        elsewhere = await factory.character(owner, allowed_origins=["https://elsewhere.example"])
+        await database.dispose()
+
+        await page.goto(f"{shop_origin}/healthz")
+        started = await page.evaluate(start, [f"{server.base_url}{START}", open_to_shop.slug])
+        refused = await page.evaluate(start, [f"{server.base_url}{START}", elsewhere.slug])
+    log = "\n".join(server.output)  # the request log is written in batches: read it at the end
+
+    assert started.get("status") == 201, (started, log)
+    assert started["body"]["data"]["character_slug"] == open_to_shop.slug
+    assert started["body"]["data"]["participant_identity"].startswith("visitor-")
+    # The service said 403; the browser, with no grant, gives the page nothing to read.
+    assert refused == {"error": "TypeError: Failed to fetch"}
+    assert '"method":"OPTIONS"' in log
+    assert '"status":403' in log
