@@ -18,13 +18,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from playwright.async_api import Page
+from pydantic import ValidationError
 
 from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
-from tests.servers import transcripts_process
+from tests.servers import free_port, transcripts_process
 from tests.write_path import START, deactivate_character
 from transcripts.db.engine import Database
 from transcripts.domain import CharacterRecord, SessionRef, UserRecord
+from transcripts.settings import Settings
 from transcripts.state import app_state
 
 SHOP = "https://shop.example"
@@ -290,3 +292,32 @@ async def test_a_customers_page_starts_a_session_in_a_real_browser(
     assert refused == {"error": "TypeError: Failed to fetch"}
     assert '"method":"OPTIONS"' in log
     assert '"status":403' in log
+
+
+def test_the_setting_is_a_comma_separated_list_of_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "TRANSCRIPTS_CORS_ALLOW_ORIGINS", " https://App.example.com, http://localhost:3000 ,"
+    )
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.cors_allow_origins == ("https://app.example.com", "http://localhost:3000")
+    # An entry that could never equal a browser's Origin is a mistake to report at start.
+    for entry in ("https://app.example.com/", "app.example.com", "*", "https://user@app.example"):
+        monkeypatch.setenv("TRANSCRIPTS_CORS_ALLOW_ORIGINS", entry)
+        with pytest.raises(ValidationError, match="is not an origin"):
+            Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+async def test_a_widget_preflight_without_the_database_is_a_503() -> None:
+    settings = make_settings(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone")
+    async for app in running_app(settings):
+        async with asgi_client(app) as client:
+            response = await preflight(client, START, SHOP, headers="content-type")
+    assert response.status_code == 503
+    assert ACAO not in response.headers
+    message = "The service is temporarily unavailable; try again shortly."
+    assert response.json() == {
+        "success": False,
+        "message": message,
+        "data": None,
+        "errors": {"detail": [message]},
+    }

@@ -108,30 +108,15 @@ class Settings(BaseSettings):
     @field_validator("cors_allow_origins")
     @classmethod
     def _origins_only(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
-        # Browsers send an Origin as scheme://host[:port], lowercased; a trailing slash or a
-        # path would never match, so it is refused here rather than ignored at request time.
-        normalized = []
+        # A browser's Origin is scheme://host[:port], lowercased: an entry with a path (a
+        # trailing slash, say) would never match, so it is refused here, not ignored later.
         for origin in origins:
-            parts = urlsplit(origin.lower())
-            try:
-                parts.port  # noqa: B018 (a malformed port raises)
-            except ValueError:
-                parts = parts._replace(netloc="")
-            if (
-                parts.scheme not in {"http", "https"}
-                or not parts.hostname
-                or "@" in parts.netloc
-                or parts.path
-                or parts.query
-                or parts.fragment
-                or origin.endswith(("?", "#"))
-            ):
+            if not _is_origin(origin):
                 raise ValueError(
                     f"TRANSCRIPTS_CORS_ALLOW_ORIGINS: {origin!r} is not an origin"
                     " (scheme://host[:port], no path)"
                 )
-            normalized.append(f"{parts.scheme}://{parts.netloc}")
-        return tuple(normalized)
+        return tuple(origin.lower() for origin in origins)
 
     @model_validator(mode="after")
     def _metrics_token_long_enough(self) -> Settings:
@@ -152,3 +137,18 @@ class Settings(BaseSettings):
         raise ValueError(
             "TRANSCRIPTS_DATABASE_URL must be a postgresql+asyncpg or sqlite+aiosqlite URL"
         )
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises for a port that is not one)
+    except ValueError:
+        return False
+    return (
+        parts.scheme.lower() in {"http", "https"}
+        and bool(parts.hostname)
+        and parts.username is None
+        and not (parts.path or parts.query or parts.fragment)
+        and not value.endswith(("?", "#"))
+    )
