@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from transcripts import __version__
 from transcripts.auth import TokenVerifier
+from transcripts.cors import Cors, widget_paths
 from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.hot_read import TranscriptReads
@@ -24,6 +25,7 @@ from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
+from transcripts.docs_ui import router as docs_router
 from transcripts.downloads import router as downloads_router
 from transcripts.errors import (
     BadRequest,
@@ -88,7 +90,7 @@ def create_app(
         lifespan=lifespan,
         redirect_slashes=False,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # docs_ui serves it, with Swagger UI's assets from the package
         redoc_url=None,
         # The service's telemetry is its Prometheus metrics and JSON request log; FastAPI's
         # native OpenTelemetry would look up the global providers on every request (about
@@ -96,6 +98,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(operations_router)
+    app.include_router(docs_router)
     app.include_router(downloads_router)
     for dialect in dialects:
         for router in dialect.routers:
@@ -112,6 +115,13 @@ def create_app(
     _install_error_handlers(app, render)
     # Observability outermost, so the guard's refusals are logged and counted too.
     app.add_middleware(RequestGuard, render_error=render)
+    # Outside the guard, so a page may read its refusals; inside, so preflights are logged.
+    app.add_middleware(
+        Cors,
+        allow_origins=settings.cors_allow_origins,
+        widget_paths=widget_paths(app.routes),
+        render_error=render,
+    )
     app.add_middleware(
         ObservabilityMiddleware, metrics=metrics, access_log=access_log, render_error=render
     )

@@ -1,12 +1,20 @@
 """Credentials: API keys and access tokens, checked without touching the database.
 
 Whether the key is active and whether the token's user exists is settled inside the scoped
-query itself (see ``db/repository.py``), so a transcript read stays one round trip.
+query itself (see ``db/hot_read.py``), so a transcript read stays one round trip.
+
+A credential is taken to the byte. Only what HTTP calls optional whitespace (SP and HTAB)
+around a header value is not part of it, and only spaces separate the scheme from the
+token (RFC 7235): ``str.strip()`` would also drop NO-BREAK SPACE and NEXT LINE, which a
+header decoded as ISO-8859-1 carries as the bytes 0xA0 and 0x85. A token's time claims
+are JSON numbers (RFC 7519's NumericDate): PyJWT reads them with ``int()``, which takes
+``"9999999999"`` and ``true``, so this module checks them itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import time
@@ -34,6 +42,12 @@ __all__ = [
 
 API_KEY_PATTERN = re.compile(r"sk_[0-9a-f]{64}")
 API_KEY_PREFIX = "sk_"
+# A JWS in compact serialization: three base64url parts, unpadded (RFC 7515, section 7.1).
+# PyJWT's base64 decoding skips characters outside the alphabet, so the shape is checked first.
+COMPACT_JWS_PATTERN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# HTTP's optional whitespace (RFC 9110, section 5.6.3), the only kind around a field value.
+OPTIONAL_WHITESPACE = " \t"
+TIME_CLAIMS = ("iat", "nbf", "exp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,29 +110,44 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         required = ["exp"] + (["iss"] if self._issuer else []) + (["aud"] if self._audience else [])
-        self._options = cast(Options, {"require": required})
+        # The time claims are judged here (``_validity``), once their types are known.
+        self._options = cast(
+            Options,
+            {"require": required, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
         # token -> (credentials, valid from, valid until), as PyJWT would judge the claims
         self._verified: dict[str, tuple[UserCredentials, float, float]] = {}
 
     def verify(self, token: str) -> UserCredentials:
+        now = time.time()
         remembered = self._verified.get(token)
-        if remembered is not None and remembered[1] <= time.time() < remembered[2]:
+        if remembered is not None and remembered[1] <= now < remembered[2]:
             return remembered[0]
         claims = self._decode(token)
+        valid_from, valid_until = self._validity(claims)
+        if now >= valid_until:
+            raise NotAuthenticated("Token has expired.")
+        if now < valid_from:
+            raise NotAuthenticated("Invalid token.")
         credentials = UserCredentials(user_id=_user_id(claims))
-        self._remember(token, credentials, claims)
-        return credentials
-
-    def _remember(self, token: str, credentials: UserCredentials, claims: dict[str, Any]) -> None:
-        # PyJWT's rules: exp <= now - leeway is expired; iat or nbf > now + leeway is early.
-        starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
-        valid_from = max(starts) - self._leeway if starts else float("-inf")
-        valid_until = int(claims["exp"]) + self._leeway
         if len(self._verified) >= VERIFIED_TOKENS_KEPT:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = (credentials, valid_from, valid_until)
+        return credentials
+
+    def _validity(self, claims: dict[str, Any]) -> tuple[float, float]:
+        """The interval in which the token's time claims hold, by PyJWT's rules (exp <= now -
+        leeway is expired; iat or nbf > now + leeway is early); refused unless each present
+        time claim is a finite JSON number."""
+        if not all(_is_numeric_date(claims[name]) for name in TIME_CLAIMS if name in claims):
+            raise NotAuthenticated("Invalid token.")
+        starts = [int(claims[name]) for name in ("iat", "nbf") if name in claims]
+        valid_from = max(starts) - self._leeway if starts else float("-inf")
+        return valid_from, int(claims["exp"]) + self._leeway
 
     def _decode(self, token: str) -> dict[str, Any]:
+        if not COMPACT_JWS_PATTERN.fullmatch(token):
+            raise NotAuthenticated("Invalid token.")
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
             if not isinstance(algorithm, str) or algorithm not in self._keys:
@@ -133,13 +162,16 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options=self._options,
             )
-        except jwt.ExpiredSignatureError:
-            raise NotAuthenticated("Token has expired.") from None
         except jwt.PyJWTError:
             raise NotAuthenticated("Invalid token.") from None
         if claims.get("token_type", "access") != "access":
             raise NotAuthenticated("Token is not an access token.")
         return claims
+
+
+def _is_numeric_date(value: object) -> bool:
+    # A JSON number: bool is an int to Python, and PyJWT's JSON parser reads NaN and Infinity.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _user_id(claims: dict[str, Any]) -> int:
@@ -180,11 +212,11 @@ def credentials_from_headers(
 ) -> Credentials:
     """The caller's credentials: ``X-API-Key`` first, then ``Authorization: Bearer``."""
     if api_key is not None:
-        return api_key_credentials(api_key.strip())
+        return api_key_credentials(api_key.strip(OPTIONAL_WHITESPACE))
     if authorization is None:
         raise NotAuthenticated()
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
+    scheme, _, token = authorization.strip(OPTIONAL_WHITESPACE).partition(" ")
+    token = token.lstrip(" ")
     # RFC 7235: the scheme is case-insensitive.
     if scheme.lower() != "bearer" or not token or " " in token:
         raise NotAuthenticated("Authorization header must be 'Bearer <token>'.")

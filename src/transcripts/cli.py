@@ -1,27 +1,34 @@
 """The ``transcripts`` command line.
 
 Commands with ``--json`` print exactly one JSON document on stdout; everything else a
-person reads goes to stdout as plain lines, and logs go to stderr.
+person reads goes to stdout as plain lines, and logs go to stderr. A failure is one line on
+stderr, ``transcripts: ...``, and a non-zero exit code: never a traceback, never a password
+(a database URL is shown as SQLAlchemy renders it with the password hidden).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shlex
 import socket
+import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import orjson
+from asyncpg import CannotConnectNowError
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from transcripts.auth import mint_access_token
 from transcripts.db.engine import Database
-from transcripts.errors import TranscriptsError
+from transcripts.errors import ServiceUnavailable, TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
@@ -42,7 +49,50 @@ def _run_in_transaction(settings: Settings, work: Callable[[Any], Awaitable[T]])
         finally:
             await database.dispose()
 
-    return asyncio.run(run())
+    with _reaching(settings.database_url):
+        return asyncio.run(run())
+
+
+def _upgrade_to_head(settings: Settings) -> None:
+    with _reaching(settings.database_url):
+        upgrade_to_head(settings.database_url)
+
+
+@contextmanager
+def _reaching(database_url: str) -> Iterator[None]:
+    """A failure to connect to the database, as the one sentence ``main`` prints."""
+    try:
+        yield
+    except Exception as exc:
+        reason = _connection_failure(exc)
+        if reason is None:
+            raise
+        verb = "open" if database_url.startswith("sqlite") else "reach"
+        raise ServiceUnavailable(
+            f"cannot {verb} the database at {_redacted(database_url)} ({reason})"
+        ) from None
+
+
+def _connection_failure(exc: BaseException) -> str | None:
+    """Why no connection could be made, if that is what ``exc`` says; else None.
+
+    A refused or unresolvable PostgreSQL address comes from the socket, unwrapped (SQLAlchemy
+    wraps only what the driver raises once connected); SQLite's is SQLITE_CANTOPEN.
+    """
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, socket.gaierror):
+        return str(cause.strerror).lower()
+    if isinstance(cause, OSError):
+        if cause.errno:
+            return os.strerror(cause.errno).lower()  # "connection refused"
+        return str(cause).splitlines()[0]
+    if isinstance(cause, CannotConnectNowError):  # the server is starting or shutting down
+        return str(cause)
+    if isinstance(cause, sqlite3.Error) and cause.sqlite_errorname == "SQLITE_CANTOPEN":
+        return str(cause)
+    return None
 
 
 def _print_json(document: Any) -> None:
@@ -50,7 +100,7 @@ def _print_json(document: Any) -> None:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    upgrade_to_head(settings.database_url)
+    _upgrade_to_head(settings)
     print(f"database is at the latest revision ({_redacted(settings.database_url)})")
     return 0
 
@@ -170,7 +220,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         # The recording links the demo prints point at the server it starts.
         overrides["public_url"] = f"http://{args.host}:{args.port}"
     settings = settings.model_copy(update=overrides)
-    upgrade_to_head(settings.database_url)
+    _upgrade_to_head(settings)
     recordings = LocalRecordingStore.from_settings(settings)
     demo = _run_in_transaction(settings, lambda db: seed_demo(db, settings.prices, recordings))
     token = mint_access_token(settings, demo.user_id, ttl_seconds=24 * 3600)
@@ -304,7 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_aiosqlite_after_a_failed_open(
+    default: Callable[[threading.ExceptHookArgs], object],
+) -> Callable[[threading.ExceptHookArgs], None]:
+    """aiosqlite 0.22 stops a connection that failed to open without waiting for its worker
+    thread, which may then hand the result to an event loop ``asyncio.run`` has already
+    closed (omnilib/aiosqlite#241): a traceback from that thread after the failure has been
+    reported, with nothing lost. That one is dropped; any other goes to ``default``."""
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (
+            isinstance(args.exc_value, RuntimeError)
+            and str(args.exc_value) == "Event loop is closed"
+            and args.thread is not None
+            and "_connection_worker_thread" in args.thread.name
+        ):
+            default(args)
+
+    return hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    threading.excepthook = _quiet_aiosqlite_after_a_failed_open(threading.excepthook)
     args = build_parser().parse_args(argv)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:

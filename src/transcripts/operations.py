@@ -1,10 +1,18 @@
-"""Endpoints for the platform, not for API clients: probes and metrics (not in the schema)."""
+"""Endpoints for the platform, not for API clients: probes and metrics (not in the schema).
+
+The probes are open: the platform calls them without credentials, and they tell nothing.
+``/metrics`` is open too unless ``TRANSCRIPTS_METRICS_TOKEN`` is set; then it answers only
+``Authorization: Bearer <token>`` (Prometheus's ``authorization.credentials_file``), compared
+in constant time, and anything else is a plain 401 that a scraper reports as it is.
+"""
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from transcripts.errors import ServiceUnavailable
 from transcripts.state import app_state
@@ -33,6 +41,26 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(app_state(request.app).metrics.registry), media_type=CONTENT_TYPE_LATEST
-    )
+    state = app_state(request.app)
+    token = state.settings.metrics_token
+    if token is not None and not _bears(
+        request.headers.get("authorization"), token.get_secret_value()
+    ):
+        return PlainTextResponse(
+            "/metrics needs 'Authorization: Bearer <TRANSCRIPTS_METRICS_TOKEN>'.\n",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _bears(authorization: str | None, token: str) -> bool:
+    """Whether the header is ``Bearer <token>``, by the API's own grammar (auth.py): the
+    scheme in any case, spaces after it, SP or HTAB around the value, nothing else."""
+    if authorization is None:
+        return False
+    scheme, _, presented = authorization.strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Starlette decodes header values as ISO-8859-1: these are the bytes the client sent.
+    return hmac.compare_digest(presented.lstrip(" ").encode("latin-1"), token.encode())

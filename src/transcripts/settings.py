@@ -5,11 +5,11 @@ S3 credentials are deliberately absent: they come from the standard AWS chain.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from transcripts.domain import SessionLimits
 from transcripts.pricing import DEFAULT_PRICES, PriceTable
@@ -22,6 +22,7 @@ MIN_JWT_SECRET_BYTES = 32
 # Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
 PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
+MIN_METRICS_TOKEN_CHARACTERS = 16
 
 
 class Settings(BaseSettings):
@@ -82,6 +83,15 @@ class Settings(BaseSettings):
     livekit_api_key: str | None = None
     livekit_api_secret: SecretStr | None = None
 
+    # Browser origins allowed to call the API from a page (the dashboard's), comma-separated,
+    # e.g. "https://app.example.com,https://admin.example.com". The widget routes also admit
+    # each active character's allowed_origins. Empty: no other page may read an answer.
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # When set, /metrics answers only `Authorization: Bearer <this token>` (Prometheus's
+    # `authorization.credentials_file`); the probes stay open.
+    metrics_token: SecretStr | None = None
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
@@ -126,6 +136,36 @@ class Settings(BaseSettings):
     def session_limits(self) -> SessionLimits:
         return SessionLimits(self.max_turns_per_session, self.max_transcript_bytes)
 
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_only(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        # A browser's Origin is scheme://host[:port], lowercased: an entry with a path (a
+        # trailing slash, say) would never match, so it is refused here, not ignored later.
+        for origin in origins:
+            if not _is_origin(origin):
+                raise ValueError(
+                    f"TRANSCRIPTS_CORS_ALLOW_ORIGINS: {origin!r} is not an origin"
+                    " (scheme://host[:port], no path)"
+                )
+        return tuple(origin.lower() for origin in origins)
+
+    @model_validator(mode="after")
+    def _metrics_token_long_enough(self) -> Settings:
+        token = self.metrics_token.get_secret_value() if self.metrics_token else None
+        if token is not None and len(token) < MIN_METRICS_TOKEN_CHARACTERS:
+            raise ValueError(
+                "TRANSCRIPTS_METRICS_TOKEN must be at least"
+                f" {MIN_METRICS_TOKEN_CHARACTERS} characters long"
+            )
+        return self
+
     @property
     def database_backend(self) -> Literal["postgresql", "sqlite"]:
         if self.database_url.startswith("postgresql"):
@@ -135,3 +175,18 @@ class Settings(BaseSettings):
         raise ValueError(
             "TRANSCRIPTS_DATABASE_URL must be a postgresql+asyncpg or sqlite+aiosqlite URL"
         )
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises for a port that is not one)
+    except ValueError:
+        return False
+    return (
+        parts.scheme.lower() in {"http", "https"}
+        and bool(parts.hostname)
+        and parts.username is None
+        and not (parts.path or parts.query or parts.fragment)
+        and not value.endswith(("?", "#"))
+    )

@@ -21,6 +21,8 @@ __all__ = [
     "create_api_key",
     "create_character",
     "create_user",
+    "origin_allowed",
+    "origin_on_an_active_character",
     "revoke_api_key",
     "revoke_api_keys_named",
     "update_character",
@@ -143,11 +145,18 @@ async def character_open_to(
     character = await CharacterRepository(db).active(slug, owner_id=owner_id)
     if character is None:
         raise NotFound(CHARACTER_NOT_FOUND, {field: [CHARACTER_NOT_FOUND]})
-    if caller is None and not _origin_allowed(origin, character.allowed_origins):
+    if caller is None and not origin_allowed(origin, character.allowed_origins):
         raise Forbidden("This origin may not use this character.")
     return character
 
 
-def _origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
+def origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
+    """Whether a browser's ``Origin`` is on a character's ``allowed_origins``."""
     # Scheme and host are case-insensitive; browsers send them lowercased, people may not.
     return origin is not None and origin.lower() in {entry.lower() for entry in allowed_origins}
+
+
+async def origin_on_an_active_character(db: AsyncSession, origin: str) -> bool:
+    """Whether some active character allows ``origin``: all a widget's CORS preflight can
+    ask, as it carries no body and so names no character."""
+    return await CharacterRepository(db).any_active_allows(origin.lower())

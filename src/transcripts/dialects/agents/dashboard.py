@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from transcripts.cors import admit_widget_origin
 from transcripts.dependencies import (
     CallerDep,
     DashboardDep,
@@ -104,6 +105,7 @@ async def create_form_response(
     character = await accounts.character_open_to(
         db, slug, caller=caller, origin=request.headers.get("origin"), field="slug"
     )
+    admit_widget_origin(request, character.allowed_origins)
     response = await sessions.record_form_response(
         db, character, body.session_id, form_id=body.form_id, values=body.values
     )

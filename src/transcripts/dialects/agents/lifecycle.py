@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from starlette.responses import Response
 
+from transcripts.cors import admit_widget_origin
 from transcripts.dependencies import (
     CallerDep,
     DbSessionDep,
@@ -96,6 +97,7 @@ async def start_agent_session(
     character = await accounts.character_open_to(
         db, body.agent, caller=caller, origin=request.headers.get("origin"), field="agent"
     )
+    admit_widget_origin(request, character.allowed_origins)
     session = await sessions.start_session(
         db,
         character,
