@@ -56,6 +56,7 @@ import orjson
 from alembic.script import ScriptDirectory
 
 from transcripts.auth import hash_api_key
+from transcripts.db.usage import SHARDS
 from transcripts.migrate import alembic_config, upgrade_to_head
 
 __all__ = [
@@ -76,7 +77,7 @@ __all__ = [
 ]
 
 # Bumped whenever the generated rows change, so an older build is rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CHUNK_SESSIONS = 5_000
 
 # The world's clock: fixed, so a build is the same whenever it runs.
@@ -481,6 +482,7 @@ def _session(
         "session_id": session_id,
         "tenant_id": character.tenant_id,
         "character_id": character.id,
+        "owner_id": character.owner_id,
         "user_id": character.owner_id if api_started else None,
         "room_name": f"oshara-voice-{character.slug}-{rng.getrandbits(32):08x}",
         "origin_url": None
@@ -581,7 +583,27 @@ def _turns(
 
 # Statements run after COPY, in order, inside the loading transaction: tables whose rows
 # follow from the others' (rollups, say) are filled here.
-DERIVED_SQL: tuple[str, ...] = ()
+DERIVED_SQL: tuple[str, ...] = (
+    # What each session holds, as every append keeps it.
+    "UPDATE sessions SET turn_count = t.turns, text_bytes = t.bytes,"
+    " interruption_count = t.interruptions"
+    " FROM (SELECT session_pk, count(*) AS turns, sum(octet_length(text)) AS bytes,"
+    " count(*) FILTER (WHERE role = 'assistant' AND was_interrupted) AS interruptions"
+    " FROM turns GROUP BY session_pk) t WHERE sessions.id = t.session_pk",
+    # The usage rollups, as start and finalize keep them (migration cc37002fa595's backfill).
+    "INSERT INTO usage_by_character_day (character_id, day, owner_id, tenant_id, sessions,"
+    " llm_input_tokens, llm_output_tokens, stt_audio_seconds, tts_characters,"
+    " estimated_cost_micros)"
+    " SELECT character_id, CAST(created_at AT TIME ZONE 'UTC' AS DATE), min(owner_id),"
+    " min(tenant_id), count(*), sum(llm_input_tokens), sum(llm_output_tokens),"
+    " sum(stt_audio_seconds), sum(tts_characters), sum(estimated_cost_micros)"
+    " FROM sessions GROUP BY 1, 2",
+    "INSERT INTO usage_by_day (day, shard, sessions, llm_input_tokens, llm_output_tokens,"
+    " stt_audio_seconds, tts_characters, estimated_cost_micros)"
+    f" SELECT CAST(created_at AT TIME ZONE 'UTC' AS DATE), id % {SHARDS}, count(*),"
+    " sum(llm_input_tokens), sum(llm_output_tokens), sum(stt_audio_seconds),"
+    " sum(tts_characters), sum(estimated_cost_micros) FROM sessions GROUP BY 1, 2",
+)
 
 
 # ---------------------------------------------------------------- loading

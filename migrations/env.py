@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -31,10 +32,24 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _only_this_dialects(dialect: str) -> Any:
+    """Leave out of comparisons what the models create on another database only (an index
+    declared with ``ddl_if(dialect=...)``, such as PostgreSQL's trigram index)."""
+
+    def include_object(
+        item: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        condition = getattr(item, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include_object
+
+
 def do_run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_only_this_dialects(connection.dialect.name),
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=True,
         compare_type=True,

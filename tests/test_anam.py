@@ -196,6 +196,7 @@ async def test_list_sessions_paginates_and_filters(
         )
     ).json()
     assert [s["id"] for s in page2["data"]] == newest_first[2:4]
+    next_cursor = page2["meta"].pop("nextCursor")
     assert page2["meta"] == {
         "total": 5,
         "lastPage": 3,
@@ -203,6 +204,23 @@ async def test_list_sessions_paginates_and_filters(
         "perPage": 2,
         "prev": 1,
         "next": 3,
+    }
+    # The cursor leads to the same sessions as page 3, and page numbers are then unknown.
+    page3 = (
+        await client.get(
+            f"/v1/sessions?personaId={character.public_id}&perPage=2&cursor={next_cursor}",
+            headers=headers,
+        )
+    ).json()
+    assert [s["id"] for s in page3["data"]] == newest_first[4:]
+    assert page3["meta"] == {
+        "total": 5,
+        "lastPage": 3,
+        "currentPage": None,
+        "perPage": 2,
+        "prev": None,
+        "next": None,
+        "nextCursor": None,
     }
 
     everything = (await client.get("/v1/sessions?perPage=100", headers=headers)).json()
@@ -229,6 +247,7 @@ async def test_list_sessions_paginates_and_filters(
             "perPage": 10,
             "prev": None,
             "next": None,
+            "nextCursor": None,
         },
     }
 

@@ -120,3 +120,70 @@ def test_upgrade_keeps_sessions_with_no_key_handed_out_and_downgrade_drops_it(
     migrate(url, "downgrade", "5d0c1f7e2a91")
     assert "recording_upload_url" not in columns(url)
     assert run(url, f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY id") == before
+
+
+DASHBOARD = "cc37002fa595"
+
+
+def test_dashboard_reads_backfill_owners_counts_and_rollups_and_undo(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    # A second owner's character, and usage on the sessions, a day apart.
+    run(
+        url,
+        "INSERT INTO users (id, email, tenant_id, is_staff, is_active, created_at)"
+        f" VALUES (2, 'b@b.c', 1, false, true, '{NOW}')",
+    )
+    run(
+        url,
+        "INSERT INTO characters (id, public_id, slug, name, tenant_id, created_by_id, is_active,"
+        " transcripts_enabled, allowed_origins, created_at)"
+        f" VALUES (2, :public_id, 'd', 'D', 1, 2, true, true, '[]', '{NOW}')",
+        public_id=uuid.uuid4().hex if "sqlite" in url else str(uuid.uuid4()),
+    )
+    run(url, "UPDATE sessions SET llm_input_tokens = 100, estimated_cost_micros = 7 WHERE id = 1")
+    run(
+        url,
+        "UPDATE sessions SET character_id = 2, llm_input_tokens = 5, estimated_cost_micros = 3,"
+        " created_at = '2026-12-01 23:59:59.999999+00:00' WHERE id = 2",
+    )
+    run(url, "UPDATE turns SET role = 'assistant', was_interrupted = true WHERE turn_index = 0")
+
+    migrate(url, "upgrade", DASHBOARD)
+    assert run(url, "SELECT id, owner_id, interruption_count FROM sessions ORDER BY id") == [
+        {"id": 1, "owner_id": 1, "interruption_count": 1},
+        {"id": 2, "owner_id": 2, "interruption_count": 0},
+    ]
+    rollups = run(
+        url,
+        "SELECT character_id, owner_id, sessions, llm_input_tokens, estimated_cost_micros"
+        " FROM usage_by_character_day ORDER BY character_id",
+    )
+    assert rollups == [
+        {
+            "character_id": 1,
+            "owner_id": 1,
+            "sessions": 1,
+            "llm_input_tokens": 100,
+            "estimated_cost_micros": 7,
+        },
+        {
+            "character_id": 2,
+            "owner_id": 2,
+            "sessions": 1,
+            "llm_input_tokens": 5,
+            "estimated_cost_micros": 3,
+        },
+    ]
+    days = run(
+        url,
+        "SELECT CAST(day AS TEXT) AS day, sum(sessions) AS n FROM usage_by_day GROUP BY day ORDER BY day",
+    )
+    assert [(row["day"], int(row["n"])) for row in days] == [("2026-11-30", 1), ("2026-12-01", 1)]
+
+    migrate(url, "downgrade", UPLOAD_KEY)
+    assert {"owner_id", "interruption_count"}.isdisjoint(columns(url))
+    assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]

@@ -101,6 +101,7 @@ async def test_totals_and_the_page_newest_first(
             "page": 1,
             "page_size": 50,
             "total_pages": 1,
+            "next_cursor": None,
             "sessions": await summaries(client, headers, s["gpt-4o"], s["in progress"], s["seed"]),
         }
     )
@@ -173,6 +174,7 @@ async def test_other_owners_sessions_are_simply_absent(
             "page": 1,
             "page_size": 50,
             "total_pages": 0,
+            "next_cursor": None,
             "sessions": [],
         }
     )

@@ -23,6 +23,8 @@ __all__ = [
     "FormResponseRecord",
     "HistoryFilter",
     "NewTurn",
+    "PageRequest",
+    "Position",
     "RecordingStatus",
     "SessionHistoryPage",
     "SessionLimits",
@@ -121,6 +123,10 @@ class SessionRecord:
     estimated_cost_micros: int
     recording_status: str
     recording_url: str | None
+    # What the session row counts, kept by every append: what a listing without the
+    # transcripts shows (the loaded turns say the same).
+    counted_turns: int
+    counted_interruptions: int
     turns: Turns | None  # None: not loaded (listings)
 
     @property
@@ -137,13 +143,17 @@ class SessionRecord:
 
     @property
     def turn_count(self) -> int:
-        return len(self.transcript.turn_index)
+        if self.turns is None:
+            return self.counted_turns
+        return len(self.turns.turn_index)
 
     @property
     def interruption_count(self) -> int:
         """Assistant turns the user spoke over: the caller interrupting counts once, on the
         turn interrupted (a user turn's flag says nothing more)."""
-        turns = self.transcript
+        turns = self.turns
+        if turns is None:
+            return self.counted_interruptions
         return sum(
             1
             for role, interrupted in zip(turns.role, turns.was_interrupted, strict=True)
@@ -171,6 +181,25 @@ class HistoryFilter:
     end: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """Where a listing stands in its order (newest first, the row id breaking ties): the
+    session it showed last. A cursor is this, encoded."""
+
+    created_at: datetime
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """One page of a listing: after ``after`` when a cursor was given, else ``offset`` rows
+    into it."""
+
+    size: int
+    after: Position | None = None
+    offset: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class UsageTotals:
     sessions: int
@@ -189,8 +218,9 @@ class UsageTotals:
 class SessionHistoryPage:
     totals: UsageTotals
     records: list[SessionRecord]
-    page: int
     page_size: int
+    # The last session shown, when another page follows.
+    next_position: Position | None
 
     @property
     def total_pages(self) -> int:
@@ -220,6 +250,7 @@ class SignedUpload:
 class SessionPage:
     records: list[SessionRecord]
     total: int
+    next_position: Position | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +298,7 @@ class SessionRef:
     session_id: uuid.UUID
     tenant_id: int
     character_id: int
+    owner_id: int
     user_id: int | None
     room_name: str
     transcripts_enabled: bool

@@ -9,23 +9,35 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.engine import Database
-from transcripts.db.tables import ApiKey, Character, FormResponse, Session, Tenant, Turn
+from transcripts.db.tables import (
+    ApiKey,
+    Character,
+    FormResponse,
+    Session,
+    Tenant,
+    Turn,
+    UsageByCharacterDay,
+    UsageByDay,
+)
+from transcripts.db.usage import RollupScope, totals_between
 from transcripts.domain import (
     ApiKeyRecord,
     Caller,
     FormResponseRecord,
     HistoryFilter,
+    PageRequest,
+    Position,
     SessionHistoryPage,
     SessionPage,
     SessionRecord,
     Turns,
-    UsageTotals,
 )
 from transcripts.errors import SESSION_NOT_FOUND, NotFound
 
@@ -61,6 +73,8 @@ _RECORD_COLUMNS = {
     "estimated_cost_micros": Session.estimated_cost_micros,
     "recording_status": Session.recording_status,
     "recording_url": Session.recording_url,
+    "counted_turns": Session.turn_count,
+    "counted_interruptions": Session.interruption_count,
 }
 _SESSIONS_WITH_OWNERS = Session.__table__.join(
     Character.__table__, Character.id == Session.character_id
@@ -76,7 +90,13 @@ _TURN_COLUMNS = (
 
 
 def owned_by(caller: Caller) -> list[ColumnElement[bool]]:
-    """The ownership rule as SQL: staff see everything, others their own characters' rows."""
+    """The ownership rule as SQL, on a session's row: staff see every session, others the
+    sessions of the characters they created (the session's owner, set when it started)."""
+    return [] if caller.is_staff else [Session.owner_id == caller.user_id]
+
+
+def characters_owned_by(caller: Caller) -> list[ColumnElement[bool]]:
+    """The same rule on a character's row."""
     return [] if caller.is_staff else [Character.created_by_id == caller.user_id]
 
 
@@ -150,12 +170,95 @@ def api_key_record(api_key: ApiKey) -> ApiKeyRecord:
 
 
 def _search_condition(search: str) -> ColumnElement[bool]:
-    """Anam's search: the session's ID, or a case-insensitive part of its client label."""
-    label = Session.client_label.icontains(search, autoescape=True)
+    """Anam's search: a session id is looked up as one (the unique index); anything else is
+    a case-insensitive part of the client label (a trigram index serves it on PostgreSQL)."""
     try:
-        return or_(Session.session_id == uuid.UUID(search), label)
+        return Session.session_id == uuid.UUID(search)
     except ValueError:
-        return label
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return Session.client_label.ilike(f"%{escaped}%", escape="\\")
+
+
+def _character_id(column: Any, value: object) -> ColumnElement[Any]:
+    """The id of the character whose ``column`` is ``value`` (NULL, so no match, if none)."""
+    return select(Character.id).where(column == value).scalar_subquery()
+
+
+def _after(position: Position) -> ColumnElement[bool]:
+    """Sessions after ``position`` in the listings' order (newest first, then highest id)."""
+    return or_(
+        Session.created_at < position.created_at,
+        and_(Session.created_at == position.created_at, Session.id < position.id),
+    )
+
+
+async def _page(
+    db: AsyncSession,
+    conditions: list[ColumnElement[bool]],
+    request: PageRequest,
+    *,
+    with_turns: bool,
+) -> tuple[list[SessionRecord], Position | None]:
+    """One page of the sessions ``conditions`` select, newest first, and the position to
+    continue from when more follow. The page is found on an index of the sessions alone
+    (its scope, then created_at and id), then only its rows are read whole."""
+    keyset = [*conditions, _after(request.after)] if request.after else conditions
+    found = (
+        await db.execute(
+            select(Session.id, Session.created_at)
+            .where(*keyset)
+            .order_by(Session.created_at.desc(), Session.id.desc())
+            .offset(request.offset)
+            .limit(request.size + 1)
+        )
+    ).all()
+    more = len(found) > request.size
+    found = found[: request.size]
+    if not found:
+        return [], None
+    records = {
+        record.id: record
+        for record in await _session_records(
+            db,
+            _select_records().where(Session.id.in_([row.id for row in found])),
+            with_turns=with_turns,
+        )
+    }
+    last = found[-1]
+    return [records[row.id] for row in found], Position(last.created_at, last.id) if more else None
+
+
+def _history_scope(
+    caller: Caller, history: HistoryFilter
+) -> tuple[list[ColumnElement[bool]], RollupScope]:
+    """Session History's filters, on the sessions and on the rollup rows that sum them."""
+    sessions = owned_by(caller)
+    rollup: list[ColumnElement[bool]] = []
+    if not caller.is_staff:
+        rollup.append(UsageByCharacterDay.owner_id == caller.user_id)
+    if history.character_slug is not None:
+        character = _character_id(Character.slug, history.character_slug)
+        sessions.append(Session.character_id == character)
+        rollup.append(UsageByCharacterDay.character_id == character)
+    if history.tenant_slug is not None:
+        tenant = select(Tenant.id).where(Tenant.slug == history.tenant_slug).scalar_subquery()
+        sessions.append(Session.tenant_id == tenant)
+        rollup.append(UsageByCharacterDay.tenant_id == tenant)
+    if not rollup:
+        # Staff, unfiltered: everyone's totals, a few rows a day.
+        return sessions, RollupScope(UsageByDay, [])
+    return sessions, RollupScope(UsageByCharacterDay, rollup)
+
+
+def _dated(
+    conditions: list[ColumnElement[bool]], start: datetime | None, end: datetime | None
+) -> list[ColumnElement[bool]]:
+    dated = list(conditions)
+    if start is not None:
+        dated.append(Session.created_at >= start)
+    if end is not None:
+        dated.append(Session.created_at <= end)
+    return dated
 
 
 class DashboardReads:
@@ -165,82 +268,61 @@ class DashboardReads:
     async def list_sessions(
         self,
         caller: Caller,
+        request: PageRequest,
         *,
-        page: int,
-        per_page: int,
         persona_id: uuid.UUID | None = None,
         search: str | None = None,
     ) -> SessionPage:
-        """A page of the caller's sessions, newest first, without transcripts."""
+        """A page of the caller's sessions, newest first, without transcripts, and how many
+        there are in all."""
         conditions = owned_by(caller)
+        rollup = [] if caller.is_staff else [UsageByCharacterDay.owner_id == caller.user_id]
+        table: type[UsageByCharacterDay] | type[UsageByDay] = UsageByCharacterDay
         if persona_id is not None:
-            conditions.append(Character.public_id == persona_id)
-        if search:
-            conditions.append(_search_condition(search))
+            character = _character_id(Character.public_id, persona_id)
+            conditions.append(Session.character_id == character)
+            rollup.append(UsageByCharacterDay.character_id == character)
+        elif caller.is_staff:
+            table = UsageByDay
         async with self._database.session() as db:
-            total = await db.scalar(
-                select(func.count()).select_from(_SESSIONS_WITH_OWNERS).where(*conditions)
-            )
-            records = await _session_records(
-                db,
-                _select_records()
-                .where(*conditions)
-                .order_by(Session.created_at.desc(), Session.id.desc())
-                .limit(per_page)
-                .offset((page - 1) * per_page),
-                with_turns=False,
-            )
-        return SessionPage(records=records, total=total or 0)
+            if search:
+                conditions.append(_search_condition(search))
+                # Matches are counted from the sessions themselves, through the index the
+                # search uses: an id matches one session, a label part those it is in.
+                total = await db.scalar(select(func.count()).where(*conditions))
+            else:
+                total = await db.scalar(select(func.sum(table.sessions)).where(*rollup))
+            records, next_position = await _page(db, conditions, request, with_turns=False)
+        return SessionPage(records=records, total=int(total or 0), next_position=next_position)
 
     async def session_history(
-        self, caller: Caller, history: HistoryFilter, *, page: int, page_size: int
+        self,
+        caller: Caller,
+        history: HistoryFilter,
+        request: PageRequest,
+        *,
+        with_turns: bool = True,
     ) -> SessionHistoryPage:
-        """Totals over every session the filter selects, and one page of them, newest first."""
-        conditions = owned_by(caller)
-        if history.character_slug is not None:
-            conditions.append(Character.slug == history.character_slug)
-        if history.tenant_slug is not None:
-            conditions.append(Tenant.slug == history.tenant_slug)
-        if history.start is not None:
-            conditions.append(Session.created_at >= history.start)
-        if history.end is not None:
-            conditions.append(Session.created_at <= history.end)
-        offset = (page - 1) * page_size
+        """Totals over every session the filter selects (from the rollups), and one page of
+        them, newest first."""
+        sessions, rollup = _history_scope(caller, history)
         async with self._database.session() as db:
-            sums = (
-                await db.execute(
-                    select(
-                        func.count().label("sessions"),
-                        func.coalesce(func.sum(Session.llm_input_tokens), 0).label("llm_input"),
-                        func.coalesce(func.sum(Session.llm_output_tokens), 0).label("llm_output"),
-                        func.coalesce(func.sum(Session.stt_audio_seconds), 0.0).label("stt"),
-                        func.coalesce(func.sum(Session.tts_characters), 0).label("tts"),
-                        func.coalesce(func.sum(Session.estimated_cost_micros), 0).label("cost"),
-                    )
-                    .select_from(_SESSIONS_WITH_OWNERS)
-                    .where(*conditions)
-                )
-            ).one()
-            totals = UsageTotals(
-                sessions=sums.sessions,
-                llm_input_tokens=int(sums.llm_input),
-                llm_output_tokens=int(sums.llm_output),
-                stt_audio_seconds=float(sums.stt),
-                tts_characters=int(sums.tts),
-                # PostgreSQL sums a bigint into a numeric.
-                estimated_cost_micros=int(sums.cost),
+            totals = await totals_between(
+                db,
+                start=history.start,
+                end=history.end,
+                session_conditions=sessions,
+                rollup=rollup,
             )
-            records = []
-            if offset < totals.sessions:
-                records = await _session_records(
-                    db,
-                    _select_records()
-                    .where(*conditions)
-                    .order_by(Session.created_at.desc(), Session.id.desc())
-                    .limit(page_size)
-                    .offset(offset),
-                )
-        return SessionHistoryPage(totals=totals, records=records, page=page, page_size=page_size)
+            records, next_position = await _page(
+                db, _dated(sessions, history.start, history.end), request, with_turns=with_turns
+            )
+        return SessionHistoryPage(
+            totals=totals,
+            records=records,
+            page_size=request.size,
+            next_position=next_position,
+        )
 
     async def api_keys(self, user_id: int) -> list[ApiKeyRecord]:
         async with self._database.session() as db:
@@ -265,7 +347,7 @@ class DashboardReads:
             select(FormResponse, Session.session_id)
             .join(Session, Session.id == FormResponse.session_pk)
             .join(Character, Character.id == FormResponse.character_id)
-            .where(Character.slug == character_slug, *owned_by(caller))
+            .where(Character.slug == character_slug, *characters_owned_by(caller))
             .order_by(FormResponse.created_at, FormResponse.id)
         )
         if session_id is not None:

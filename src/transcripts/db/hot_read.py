@@ -70,7 +70,7 @@ _SCOPED_SESSION_JOIN = """
     LEFT JOIN (sessions s
                JOIN characters c ON c.id = s.character_id
                JOIN tenants tn ON tn.id = s.tenant_id)
-      ON s.session_id = {param} AND (caller.is_staff OR c.created_by_id = caller.user_id)
+      ON s.session_id = {param} AND (caller.is_staff OR s.owner_id = caller.user_id)
 """
 
 # Each SessionRecord field and the column that holds it.
@@ -103,6 +103,8 @@ _SESSION_COLUMNS = {
     "estimated_cost_micros": "s.estimated_cost_micros",
     "recording_status": "s.recording_status",
     "recording_url": "s.recording_url",
+    "counted_turns": "s.turn_count",
+    "counted_interruptions": "s.interruption_count",
 }
 # asyncpg would decode these into a UUID object and a parsed JSON value: orjson takes
 # neither as it is, so PostgreSQL sends them as text.

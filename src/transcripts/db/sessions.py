@@ -35,6 +35,7 @@ def _ref(session: Session) -> SessionRef:
         session_id=session.session_id,
         tenant_id=session.tenant_id,
         character_id=session.character_id,
+        owner_id=session.owner_id,
         user_id=session.user_id,
         room_name=session.room_name,
         transcripts_enabled=session.transcripts_enabled,
@@ -68,6 +69,7 @@ class SessionRepository:
             session_id=uuid.uuid4(),
             tenant_id=character.tenant_id,
             character_id=character.id,
+            owner_id=character.created_by_id,
             user_id=user_id,
             room_name=room_name,
             origin_url=origin_url,
@@ -94,7 +96,6 @@ class SessionRepository:
             )
         statement = (
             select(Session)
-            .join(Character, Character.id == Session.character_id)
             .where(Session.session_id == session_id, *owned_by(caller))
             .with_for_update(of=Session)
             # The row as it is now, even if an older copy is in this session's identity map.
@@ -141,7 +142,9 @@ class SessionRepository:
             for turn in turns
         }
 
-    async def count_appended(self, session_pk: int, turns: int, text_bytes: int) -> None:
+    async def count_appended(
+        self, session_pk: int, turns: int, text_bytes: int, interruptions: int
+    ) -> None:
         """Add what an append stored to the session's counters."""
         await self._db.execute(
             update(Session)
@@ -149,6 +152,7 @@ class SessionRepository:
             .values(
                 turn_count=Session.turn_count + turns,
                 text_bytes=Session.text_bytes + text_bytes,
+                interruption_count=Session.interruption_count + interruptions,
                 # Counting is not a change to the session itself (Anam's updatedAt).
                 updated_at=Session.updated_at,
             )

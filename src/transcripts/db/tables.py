@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -11,12 +11,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     Enum,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     Uuid,
@@ -34,6 +36,8 @@ __all__ = [
     "Session",
     "Tenant",
     "Turn",
+    "UsageByCharacterDay",
+    "UsageByDay",
     "User",
 ]
 
@@ -109,11 +113,27 @@ class Character(Base):
 
 class Session(Base):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_character_id_created_at", "character_id", "created_at"),)
+    # Each listing's scope, then its order (newest first, id breaking ties): a page is a
+    # range of one of these, however many sessions the scope holds.
+    __table_args__ = (
+        Index("ix_sessions_owner_id_created_at_id", "owner_id", "created_at", "id"),
+        Index("ix_sessions_character_id_created_at_id", "character_id", "created_at", "id"),
+        Index("ix_sessions_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        Index("ix_sessions_created_at_id", "created_at", "id"),
+        # Anam's search by a part of the label (PostgreSQL; SQLite matches plainly).
+        Index(
+            "ix_sessions_client_label_trgm",
+            "client_label",
+            postgresql_using="gin",
+            postgresql_ops={"client_label": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     session_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True, default=uuid.uuid4)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    # Who may read it: the character's creator when the session started.
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     character_id: Mapped[int] = mapped_column(ForeignKey("characters.id"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     room_name: Mapped[str] = mapped_column(String(200))
@@ -122,7 +142,7 @@ class Session(Base):
     client_label: Mapped[str | None] = mapped_column(String(200))
     transcripts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # When the session started; Oshara calls it created_at.
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(onupdate=utcnow)
     ended_at: Mapped[datetime | None]
     finalized_at: Mapped[datetime | None]
@@ -148,6 +168,7 @@ class Session(Base):
     # listings show them, without counting the turns again.
     turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    interruption_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Turn(Base):
@@ -186,3 +207,40 @@ class FormResponse(Base):
     form_id: Mapped[str] = mapped_column(String(100))
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class _UsageMeasures:
+    """What Session History totals, summed: one more session, or one session's usage."""
+
+    sessions: Mapped[int] = mapped_column(BigInteger, default=0)
+    llm_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    llm_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    stt_audio_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    tts_characters: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageByCharacterDay(_UsageMeasures, Base):
+    """Session History's totals per character and UTC day, kept in the transactions that
+    start, finalize and delete sessions; an owner's or a tenant's totals sum these rows."""
+
+    __tablename__ = "usage_by_character_day"
+    __table_args__ = (
+        Index("ix_usage_by_character_day_owner_id_day", "owner_id", "day"),
+        Index("ix_usage_by_character_day_tenant_id_day", "tenant_id", "day"),
+    )
+
+    character_id: Mapped[int] = mapped_column(ForeignKey("characters.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+
+
+class UsageByDay(_UsageMeasures, Base):
+    """Everyone's totals per UTC day (staff), in a few rows a day so that concurrent
+    sessions seldom wait on one row: a session counts in the shard of its id."""
+
+    __tablename__ = "usage_by_day"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)

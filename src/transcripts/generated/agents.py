@@ -408,9 +408,15 @@ class SessionHistory(BaseModel):
             pattern="^[0-9]+\\.[0-9]{6}$",
         ),
     ]
-    page: Annotated[StrictInt, Field(description="1-based.")]
+    page: Annotated[
+        StrictInt | None, Field(description="1-based; null when the page was reached by cursor.")
+    ]
     page_size: StrictInt
     total_pages: Annotated[StrictInt, Field(description="0 when nothing matches.")]
+    next_cursor: Annotated[
+        StrictStr | None,
+        Field(description="Pass as cursor for the next page; null on the last one."),
+    ]
     sessions: Annotated[
         list[AgentSessionSummary], Field(description="The page, newest session first.")
     ]

@@ -45,10 +45,16 @@ class SessionRecording(BaseModel):
 class PaginationMeta(BaseModel):
     total: int
     lastPage: int
-    currentPage: int
+    currentPage: Annotated[
+        int | None, Field(description="Null when the page was reached by cursor.")
+    ]
     perPage: int
     prev: int | None
     next: int | None
+    nextCursor: Annotated[
+        str | None,
+        Field(description="Not Anam's. Pass as cursor for the next page; null on the last one."),
+    ]
 
 
 class SessionList(BaseModel):

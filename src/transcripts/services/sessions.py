@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import load_session_record
 from transcripts.db.sessions import SessionRepository
+from transcripts.db.usage import UsageRollups
 from transcripts.domain import (
     AppendResult,
     Caller,
@@ -30,6 +31,7 @@ from transcripts.domain import (
     SessionRecord,
     SessionRef,
     SignedUpload,
+    UsageTotals,
 )
 from transcripts.errors import (
     SESSION_NOT_FOUND,
@@ -94,7 +96,7 @@ async def start_session(
 ) -> SessionRef:
     if not character.is_active:
         raise NotFound("Character not found.")
-    return await SessionRepository(db).add(
+    session = await SessionRepository(db).add(
         character,
         user_id=user_id,
         room_name=room_name or f"oshara-voice-{character.slug}-{secrets.token_hex(4)}",
@@ -102,6 +104,20 @@ async def start_session(
         metadata=metadata or {},
         client_label=client_label,
         created_at=started_at or datetime.now(UTC),
+    )
+    # Counted from its start: a session never finalized is in Session History's totals too.
+    await _count_usage(db, session, UsageTotals(1, 0, 0, 0.0, 0, 0))
+    return session
+
+
+async def _count_usage(db: AsyncSession, session: SessionRef, change: UsageTotals) -> None:
+    await UsageRollups(db).add(
+        session_pk=session.id,
+        character_id=session.character_id,
+        owner_id=session.owner_id,
+        tenant_id=session.tenant_id,
+        started_at=session.created_at,
+        change=change,
     )
 
 
@@ -162,9 +178,13 @@ async def append_turns(
         stored = await sessions.stored_turns(session.id, (turn.turn_index for turn in retried))
         _refuse_rewrites(stored, retried)
     if inserted:
-        added_bytes = sum(len(turn.text.encode()) for turn in turns if turn.turn_index in inserted)
+        added = [turn for turn in turns if turn.turn_index in inserted]
+        added_bytes = sum(len(turn.text.encode()) for turn in added)
         _refuse_past_limits(session, len(inserted), added_bytes, limits)
-        await sessions.count_appended(session.id, len(inserted), added_bytes)
+        interruptions = sum(
+            1 for turn in added if turn.was_interrupted and turn.role == "assistant"
+        )
+        await sessions.count_appended(session.id, len(inserted), added_bytes, interruptions)
     return len(inserted)
 
 
@@ -255,6 +275,7 @@ async def finalize_session(
             "The session cannot end before it started.",
             {"ended_at": ["Must not be before the session started."]},
         )
+    cost_micros = estimate_cost_micros(usage, prices)
     await sessions.update(
         session.id,
         ended_at=ended_at or now,
@@ -267,8 +288,20 @@ async def finalize_session(
         stt_provider=usage.stt_provider,
         tts_characters=usage.tts_characters,
         tts_provider=usage.tts_provider,
-        estimated_cost_micros=estimate_cost_micros(usage, prices),
+        estimated_cost_micros=cost_micros,
         **changes,
+    )
+    await _count_usage(
+        db,
+        session,
+        UsageTotals(
+            sessions=0,
+            llm_input_tokens=usage.llm_input_tokens,
+            llm_output_tokens=usage.llm_output_tokens,
+            stt_audio_seconds=usage.stt_audio_seconds,
+            tts_characters=usage.tts_characters,
+            estimated_cost_micros=cost_micros,
+        ),
     )
     return replace(session, finalized_at=now, **changes)
 

@@ -34,6 +34,7 @@ from transcripts.generated.agents import (
     SessionHistoryEnvelope,
 )
 from transcripts.limits import MAX_PAGE, MAX_PAGE_SIZE
+from transcripts.pagination import page_request
 from transcripts.recordings import link_for
 from transcripts.services import accounts, sessions
 from transcripts.validation import as_utc
@@ -59,6 +60,13 @@ async def get_session_history(
     ] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based.")] = 1,
     page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="The next_cursor of the page before; wins over page."),
+    ] = None,
+    include_transcript: Annotated[
+        bool, Query(description="false: each session without its transcript (a lighter page).")
+    ] = True,
 ) -> Response:
     start, end = as_utc(start, "start"), as_utc(end, "end")
     if start is not None and end is not None and end < start:
@@ -66,11 +74,11 @@ async def get_session_history(
     history = await dashboard.session_history(
         caller,
         HistoryFilter(character_slug=character_slug, tenant_slug=tenant_id, start=start, end=end),
-        page=page,
-        page_size=page_size,
+        page_request(page_size, page=page, cursor=cursor),
+        with_turns=include_transcript,
     )
     links = [await link_for(recordings, record) for record in history.records]
-    return envelope_response(session_history(history, links))
+    return envelope_response(session_history(history, links, page=None if cursor else page))
 
 
 async def list_api_keys(caller: CallerDep, dashboard: DashboardDep) -> Response:

@@ -14,7 +14,9 @@ from transcripts.domain import (
     SessionHistoryPage,
     SessionRecord,
     SignedUrl,
+    Turns,
 )
+from transcripts.pagination import encode_cursor
 
 __all__ = [
     "api_key_data",
@@ -28,7 +30,9 @@ ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
 
 
 def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[str, Any]:
-    turns = record.transcript
+    """The AgentSessionSummary; a record read without its turns has an empty transcript
+    (its counts are the session row's)."""
+    turns = record.turns or Turns.empty()
     transcript = [
         {"role": role, "text": text, "turn_index": turn_index, "ts": ts}
         for turn_index, role, text, ts in zip(
@@ -71,8 +75,9 @@ def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[
 
 
 def session_history(
-    history: SessionHistoryPage, links: Sequence[SignedUrl | None]
+    history: SessionHistoryPage, links: Sequence[SignedUrl | None], *, page: int | None
 ) -> dict[str, Any]:
+    """Session History's data; ``page`` is null when the page was reached by cursor."""
     totals = history.totals
     return {
         "total_sessions": totals.sessions,
@@ -82,9 +87,12 @@ def session_history(
         "total_stt_audio_seconds": round(totals.stt_audio_seconds, 3),
         "total_tts_characters": totals.tts_characters,
         "total_estimated_cost_usd": str(totals.estimated_cost_usd),
-        "page": history.page,
+        "page": page,
         "page_size": history.page_size,
         "total_pages": history.total_pages,
+        "next_cursor": (
+            encode_cursor(history.next_position) if history.next_position is not None else None
+        ),
         "sessions": [
             session_summary(record, link)
             for record, link in zip(history.records, links, strict=True)

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from transcripts.domain import SessionPage, SessionRecord
+from transcripts.pagination import encode_cursor
 
 __all__ = ["anam_session", "anam_session_list", "anam_transcript", "iso_millis"]
 
@@ -79,7 +80,9 @@ def anam_session(record: SessionRecord) -> dict[str, Any]:
     }
 
 
-def anam_session_list(page: SessionPage, current_page: int, per_page: int) -> dict[str, Any]:
+def anam_session_list(page: SessionPage, current_page: int | None, per_page: int) -> dict[str, Any]:
+    """``current_page`` is None for a page reached by cursor: its number is not known, and
+    prev/next are then null too (nextCursor leads on)."""
     last_page = -(-page.total // per_page)
     return {
         "data": [anam_session(record) for record in page.records],
@@ -88,7 +91,12 @@ def anam_session_list(page: SessionPage, current_page: int, per_page: int) -> di
             "lastPage": last_page,
             "currentPage": current_page,
             "perPage": per_page,
-            "prev": current_page - 1 if current_page > 1 else None,
-            "next": current_page + 1 if current_page < last_page else None,
+            "prev": current_page - 1 if current_page is not None and current_page > 1 else None,
+            "next": (
+                current_page + 1 if current_page is not None and current_page < last_page else None
+            ),
+            "nextCursor": (
+                encode_cursor(page.next_position) if page.next_position is not None else None
+            ),
         },
     }

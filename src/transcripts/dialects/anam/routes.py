@@ -25,6 +25,7 @@ from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 from transcripts.limits import MAX_PAGE, MAX_PER_PAGE
+from transcripts.pagination import page_request
 from transcripts.recordings import link_for
 from transcripts.state import AppState
 
@@ -98,11 +99,18 @@ async def list_sessions(
     persona_id: Annotated[
         uuid.UUID | None, Query(alias="personaId", description="Filter sessions by persona ID.")
     ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="meta.nextCursor of the page before; wins over page."),
+    ] = None,
 ) -> Response:
     sessions = await dashboard.list_sessions(
-        caller, page=page, per_page=per_page, persona_id=persona_id, search=search
+        caller,
+        page_request(per_page, page=page, cursor=cursor),
+        persona_id=persona_id,
+        search=search,
     )
-    return _json(anam_session_list(sessions, page, per_page))
+    return _json(anam_session_list(sessions, None if cursor else page, per_page))
 
 
 add_hot_route(
