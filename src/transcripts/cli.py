@@ -12,7 +12,7 @@ import secrets
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from pydantic import SecretStr, ValidationError
@@ -26,6 +26,7 @@ from transcripts.errors import TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
+from transcripts.server import guarded_protocol
 from transcripts.settings import Settings
 
 __all__ = ["main", "serve"]
@@ -63,8 +64,10 @@ def serve(
     workers: int = 1,
     graceful_timeout: int = 30,
     forwarded_allow_ips: str = "127.0.0.1",
+    http: Callable[..., asyncio.Protocol] | str = "auto",
 ) -> None:
-    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too)."""
+    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too,
+    with uvicorn's own ``http`` protocol)."""
     import uvicorn
 
     uvicorn.run(
@@ -73,6 +76,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # uvicorn calls ``http`` as it would a protocol class: a factory serves as well.
+        http=cast("type[asyncio.Protocol] | str", http),
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -90,6 +95,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         graceful_timeout=args.graceful_timeout,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        http=guarded_protocol(settings),
     )
     return 0
 
@@ -206,6 +212,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
         access_log=False,
         log_config=LOGGING_CONFIG,
+        http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
