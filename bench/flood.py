@@ -14,7 +14,8 @@ the server core as in ``make bench``:
 For FLOOD_SECONDS, FLOOD_CLIENTS threads each send, back to back, requests whose header block
 is FLOOD_MB megabytes of one header value (1 MiB per ``sendall``), then read the answer. A
 probe meanwhile opens a fresh connection every 0.1 s and times ``GET /healthz``; a sampler
-reads the server's VmRSS every 10 ms.
+reads the server's VmRSS every 10 ms. The bytes the server read from its sockets come from
+``/proc/<pid>/io`` (``rchar``: uvloop reads sockets with read(2)).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ class Figures:
     probes: list[float]
     probe_failures: list[str]
     floods: Floods
+    read_bytes: int
 
 
 def measure(running: Server) -> Figures:
@@ -141,6 +143,7 @@ def measure(running: Server) -> Figures:
     latencies: list[float] = []
     failures: list[str] = []
     stop = threading.Event()
+    read_before = _read_bytes(running.pid)
     with peak_rss_while(running.pid) as rss:
         prober = threading.Thread(target=probe, args=(port, stop, latencies, failures))
         prober.start()
@@ -154,6 +157,7 @@ def measure(running: Server) -> Figures:
             thread.join()
         stop.set()
         prober.join()
+    read = _read_bytes(running.pid) - read_before
     time.sleep(2)
     after = _rss_mib(running.pid)
     return Figures(
@@ -164,7 +168,15 @@ def measure(running: Server) -> Figures:
         latencies,
         failures,
         floods,
+        read,
     )
+
+
+def _read_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no rchar for {pid}")
 
 
 def _rss_mib(pid: int) -> float:
@@ -180,8 +192,9 @@ def table(figures: list[Figures]) -> str:
         f" {SECONDS:g} s; GET /healthz on a fresh connection every 0.1 s meanwhile.",
         "",
         "| server | RSS idle, MiB | RSS peak, MiB | RSS 2 s after, MiB | floods | answers"
-        " | sent per flood, max MiB | /healthz answered | /healthz median ms | /healthz max ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " | client sent per flood, max MiB | server read per flood, mean KiB"
+        " | /healthz answered | /healthz median ms | /healthz max ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in figures:
         answers = ", ".join(f"{status} x{n}" for status, n in f.floods.statuses.most_common())
@@ -192,6 +205,7 @@ def table(figures: list[Figures]) -> str:
         lines.append(
             f"| {f.name} | {f.idle_mib:.0f} | {f.peak_mib:.0f} | {f.after_mib:.0f}"
             f" | {f.floods.count} | {answers} | {max(f.floods.sent_bytes) / 2**20:.1f}"
+            f" | {f.read_bytes / f.floods.count / 1024:,.0f}"
             f" | {len(probes)}{failed} | {median:.1f} | {worst:.0f} |"
         )
     return "\n".join(lines)
