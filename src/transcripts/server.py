@@ -1,19 +1,21 @@
 """The HTTP/1.1 protocol ``transcripts serve`` runs: uvicorn's httptools protocol, bounded.
 
 uvicorn's httptools protocol has no limit of its own on what a client may make it hold:
-it buffers a request head of any size until the blank line that ends it (100 MB cost
-190 MB of resident memory), waits forever for a head that never ends, and accepts
+it buffers a request head of any size until the blank line that ends it (four 100 MB
+heads at once took its resident memory from 95 to 577 MiB, ``bench/flood.py``), waits
+forever for a head that never ends, and accepts
 connections until the process runs out of file descriptors. ``GuardedHttpToolsProtocol``
 adds the bounds a server facing clients needs, enforced as bytes and connections arrive,
 before the application sees anything:
 
-- **Head size.** Bytes are counted from a request's first byte until its head is complete.
-  Past ``MAX_HEAD_BYTES`` (16 KiB, what uvicorn's h11 parser allows) the connection gets a
-  431 and is closed at once, unread. A head between the application's own limit
-  (``MAX_HEADER_BYTES``, 8 KiB of names and values) and this cap still reaches
-  ``RequestGuard``, which answers the finer-grained 431s. The count is an integer
-  subtraction per read; only the one read that crosses the cap is split, so the parser
-  stops exactly at the cap.
+- **Head size.** Bytes are counted while a head is awaited, that is while no request's
+  body is arriving. Past ``MAX_HEAD_BYTES`` (16 KiB, what uvicorn's h11 parser allows) the
+  connection gets a 431 and is closed at once, the rest unread. A head between the
+  application's own limit (``MAX_HEADER_BYTES``, 8 KiB of names and values) and this cap
+  still reaches ``RequestGuard``, which answers the finer-grained 431s. The count is an
+  integer subtraction per read; only the read that crosses the cap is split, so the parser
+  is fed no byte past it (but for a pipelined head's first bytes, when they come in the
+  same read as the end of the request before it).
 - **Head time.** A connection whose request head is not complete ``header_timeout_seconds``
   after it was opened, or after its previous response, is closed (slowloris). If part of a
   request arrived, the client is told so with a 408 first; an idle connection is closed
@@ -40,9 +42,11 @@ callable given to the protocol (the application's error renderers), and closes t
 connection. They happen outside the application, so they appear in neither its request
 log nor its metrics; a throttled warning in the log counts them.
 
-uvicorn's protocol is extended through the methods it calls on itself (the parser
-callbacks, ``on_response_complete`` and ``_start_asgi_task``); ``tests/test_server.py``
-drives a real ``transcripts serve`` so that a uvicorn upgrade that moves them fails there.
+uvicorn's protocol is extended through the methods it calls on itself: ``data_received``,
+``_start_asgi_task`` and ``on_response_complete`` on every request, ``connection_made`` and
+``connection_lost``; ``tests/test_server.py`` drives a real ``transcripts serve``, so that a
+uvicorn upgrade that changes them fails there. On a keep-alive GET they add about 7,000
+instructions to uvicorn's 140,000 (``bench/protocol_cost.py``), some 1% of a 10-turn read.
 """
 
 from __future__ import annotations
@@ -67,7 +71,12 @@ from uvicorn.server import ServerState
 
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.dialects.anam.errors import render_anam_error
-from transcripts.errors import HeadersTooLarge, ServiceUnavailable, TranscriptsError
+from transcripts.errors import (
+    HeadersTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    TranscriptsError,
+)
 from transcripts.limits import MAX_HEAD_BYTES
 from transcripts.settings import Settings
 
@@ -91,11 +100,6 @@ _RESERVED_FDS = 64
 # one carry a body anyway, the connection is still closed once the response is complete.
 _BODILESS = frozenset({"GET", "HEAD"})
 _OVERLOADED = "The server is at capacity; retry shortly."
-
-
-class RequestTimeout(TranscriptsError):
-    status_code = 408
-    default_message = "The request head did not arrive in time."
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,11 @@ _warn_overloaded = _Throttled("%d request(s) refused (503): max_requests_in_flig
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    # The request path (a keep-alive read) passes through three overrides here:
+    # data_received, _start_asgi_task and on_response_complete. Each calls uvicorn's method
+    # by its class, not through super(), which on Python 3.11 builds an object per call;
+    # the state they keep is a few integers and one clock read (bench/protocol_cost.py).
+
     def __init__(
         self,
         config: Config,
@@ -191,12 +200,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self.render_refusal = render_refusal
-        # Bytes a head may still take; only counted while a head is awaited.
+        self.max_head_bytes = limits.max_head_bytes
+        self.max_requests_in_flight = limits.max_requests_in_flight
+        # What the awaited head may still take. A head is awaited while no request's body
+        # is arriving: before the first request, and after each request's last byte.
         self.head_budget = limits.max_head_bytes
-        self.awaiting_head = True
-        # When the awaited head's time began (the connection, or the previous response);
-        # None while a request is being answered.
-        self.head_since: float | None = None
+        # When the awaited head's time began: the connection, or the latest response.
+        self.head_since = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- the connection
@@ -213,65 +223,54 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.head_timer is not None:
+        if self.head_timer is not None:  # else it would keep this protocol alive until due
             self.head_timer.cancel()
             self.head_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.awaiting_head:
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body:  # a head is awaited
             if len(data) > self.head_budget:
                 self._feed_up_to_head_cap(data)
                 return
             self.head_budget -= len(data)
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
 
     def _feed_up_to_head_cap(self, data: bytes) -> None:
         budget = self.head_budget
         self.head_budget = 0
-        super().data_received(data[:budget])
+        before = self.cycle
+        HttpToolsProtocol.data_received(self, data[:budget])
         if self.transport.is_closing():  # the parser refused it (400)
             return
-        if self.awaiting_head:
+        if self.cycle is before:  # no head completed within the budget
             _warn_over_head()
-            self._refuse(
-                HeadersTooLarge(f"The request head exceeds {self.limits.max_head_bytes} bytes.")
-            )
+            self._refuse(HeadersTooLarge(f"The request head exceeds {self.max_head_bytes} bytes."))
             return
         # The head ended inside the budget: the rest is its body, or further requests.
         self.data_received(data[budget:])
 
-    # -------------------------------------------------------------- parser callbacks
-
-    def on_headers_complete(self) -> None:
-        self.awaiting_head = False
-        self.head_since = None
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.awaiting_head = True
-        self.head_budget = self.limits.max_head_bytes
-
-    def on_response_complete(self) -> None:
-        cycle = self.cycle
-        if cycle.more_body and cycle.response_complete and not self.transport.is_closing():
-            # Answered before its body arrived: reading the rest only to discard it is
-            # work a client can ask for without end.
-            self.transport.close()
-        super().on_response_complete()
-        if not self.transport.is_closing() and cycle.response_complete:
-            self.head_since = self.loop.time()
-
     # -------------------------------------------------------------- requests
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if len(self.tasks) >= self.limits.max_requests_in_flight:
+        # The next head's budget; its bytes count once this request's body is in.
+        self.head_budget = self.max_head_bytes
+        if len(self.tasks) >= self.max_requests_in_flight:
             _warn_overloaded()
             app = self._answer_overloaded
         elif cycle.scope["method"] not in _BODILESS:
             cycle.send = _closing_if_body_unread(cycle)  # type: ignore[method-assign,assignment]
-        super()._start_asgi_task(cycle, app)
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
+
+    def on_response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+            # Answered before its body arrived: reading the rest only to discard it is
+            # work a client can ask for without end.
+            self.transport.close()
+        HttpToolsProtocol.on_response_complete(self)
+        self.head_since = self.loop.time()
 
     async def _answer_overloaded(self, scope: Any, receive: Any, send: Any) -> None:
         response = self.render_refusal(scope["path"], ServiceUnavailable(_OVERLOADED))
@@ -286,13 +285,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         timeout = self.limits.header_timeout_seconds
-        waited = self.loop.time() - self.head_since if self.head_since is not None else 0.0
+        cycle = self.cycle
+        in_flight = cycle is not None and not cycle.response_complete
+        waited = 0.0 if in_flight else self.loop.time() - self.head_since
         if waited < timeout:
             # Not yet, or a request is being answered: look again when it could be due.
             self.head_timer = self.loop.call_later(timeout - waited, self._check_head_time)
             return
         _warn_timed_out()
-        if self.awaiting_head and self.head_budget < self.limits.max_head_bytes:
+        if self.head_budget < self.max_head_bytes:  # part of a request arrived
             self._refuse(RequestTimeout())
         else:
             self.transport.close()
@@ -315,8 +316,13 @@ def _closing_if_body_unread(cycle: RequestResponseCycle) -> Callable[[Any], Any]
     send = cycle.send
 
     async def closing_send(message: Any) -> None:
-        if message["type"] == "http.response.start" and cycle.more_body:
-            cycle.keep_alive = False
+        if message["type"] == "http.response.start":
+            # Its one job done: unhooked from the cycle, so that the cycle and this closure
+            # do not hold each other, and reference counting frees them as the request ends
+            # (a cycle between them left every request's scope and body to the collector).
+            vars(cycle).pop("send", None)
+            if cycle.more_body:
+                cycle.keep_alive = False
         await send(message)
 
     return closing_send
