@@ -107,6 +107,14 @@ def parse(raw: bytes) -> Answer:
     return Answer(int(status_line.split()[1]), headers, json.loads(body) if body else None)
 
 
+def get(server: Server, path: str, *, close: bool = True) -> Answer:
+    """One request; without ``close``, only the server's own choice ends the connection."""
+    closing = "Connection: close\r\n" if close else ""
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{closing}\r\n".encode())
+        return parse(read_until_closed(connection, within=10))
+
+
 def healthz(server: Server, within: float = 10) -> int:
     return httpx.get(server.base_url + "/healthz", timeout=within).status_code
 
@@ -304,12 +312,14 @@ def test_requests_past_the_in_flight_cap_get_503_in_their_dialect(small_server: 
                 b"POST /api/ai-characters/ HTTP/1.1\r\nHost: t\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
             )
-        time.sleep(0.5)  # both requests started (a 503 below proves it either way)
-        answers = {}
-        for path in ("/v1/sessions", "/api/billing/usage/"):
-            with socket.create_connection(address(small_server)) as connection:
-                connection.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-                answers[path] = parse(read_until_closed(connection, within=10))
+        deadline = time.monotonic() + 10
+        while get(small_server, "/healthz").status != 503:  # until both have started
+            assert time.monotonic() < deadline, "no 503 with two requests in flight"
+            time.sleep(0.1)
+        answers = {
+            path: get(small_server, path, close=False)
+            for path in ("/v1/sessions", "/api/billing/usage/")
+        }
     for answer in answers.values():
         assert answer.status == 503
         assert (answer.headers["retry-after"], answer.headers["connection"]) == ("1", "close")
