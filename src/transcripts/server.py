@@ -23,10 +23,14 @@ before the application sees anything:
   request the client may be sending at that very moment (and browsers retry a request
   that meets one). The deadline is kept lazily: one timer per connection that re-arms
   itself, so a request costs a clock read, not a timer.
-- **Connections.** A connection accepted while ``max_connections`` are open is closed
-  before anything is read from it: an answer would cost the file descriptors and memory
-  the cap protects, and a load balancer retries a refused connection elsewhere. The cap
-  is lowered to what the process's file-descriptor limit leaves room for.
+- **Connections.** When a connection arrives while ``max_connections`` are open, those that
+  have waited longest for a request head (idle keep-alive connections, heads sent slowly)
+  are closed to make room, as nginx reuses its idle connections; so a flood of slow
+  connections cannot keep out a client that sends its request at once. If every open
+  connection is being answered, the new one is closed before anything is read from it: an
+  answer would cost the file descriptors and memory the cap protects, and a load balancer
+  retries a refused connection elsewhere. The cap is lowered to what the process's
+  file-descriptor limit leaves room for.
 - **Requests in flight.** A request whose head completes while ``max_requests_in_flight``
   are being answered gets a 503 with ``Retry-After``, at once, instead of queueing behind
   the database pool; uvicorn's ``limit_concurrency`` does the same in plain text (and
@@ -53,11 +57,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from starlette.responses import Response
@@ -166,8 +172,10 @@ class _Throttled:
         self.count = 0
         self.last = -interval
 
-    def __call__(self) -> None:
-        self.count += 1
+    def __call__(self, count: int = 1) -> None:
+        if not count:
+            return
+        self.count += count
         now = time.monotonic()
         if now - self.last >= self.interval:
             logger.warning(self.message, self.count)
@@ -175,7 +183,8 @@ class _Throttled:
             self.last = now
 
 
-_warn_over_connections = _Throttled("%d connection(s) closed unread: max_connections open")
+_warn_made_room = _Throttled("%d connection(s) waiting for a head closed: max_connections open")
+_warn_over_connections = _Throttled("%d connection(s) closed unread: max_connections busy")
 _warn_over_head = _Throttled("%d request head(s) refused (431): over the byte cap")
 _warn_timed_out = _Throttled("%d connection(s) closed: request head not complete in time")
 _warn_overloaded = _Throttled("%d request(s) refused (503): max_requests_in_flight reached")
@@ -213,14 +222,48 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        self.head_since = self.loop.time()
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
             _warn_over_connections()
+            self.connections.discard(self)
             transport.close()
             return
-        self.head_since = self.loop.time()
         self.head_timer = self.loop.call_later(
             self.limits.header_timeout_seconds, self._check_head_time
         )
+
+    def _make_room(self) -> bool:
+        """Close the connections that have waited longest for a request head, as nginx
+        reuses its idle connections: a batch of them, so that the search over every open
+        connection is not made again for each connection of a flood."""
+        cap = self.limits.max_connections
+        waiting = [
+            protocol
+            for protocol in self.connections
+            if isinstance(protocol, GuardedHttpToolsProtocol)
+            and protocol is not self
+            and protocol.awaits_head()
+        ]
+        batch = len(self.connections) - cap + cap // 32
+        oldest = heapq.nsmallest(batch, waiting, key=attrgetter("head_since"))
+        for protocol in oldest:
+            protocol.give_up_on_head()
+        _warn_made_room(len(oldest))
+        return len(self.connections) <= cap
+
+    def awaits_head(self) -> bool:
+        cycle = self.cycle
+        waiting = cycle is None or cycle.response_complete
+        return waiting and not self.transport.is_closing()
+
+    def give_up_on_head(self) -> None:
+        """Close, with a 408 if part of a request arrived; an idle connection silently."""
+        # Out of the count at once: it no longer holds a place a new connection could take.
+        self.connections.discard(self)
+        if self.head_budget < self.max_head_bytes:
+            self._refuse(RequestTimeout())
+        else:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:  # else it would keep this protocol alive until due
@@ -293,10 +336,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.head_timer = self.loop.call_later(timeout - waited, self._check_head_time)
             return
         _warn_timed_out()
-        if self.head_budget < self.max_head_bytes:  # part of a request arrived
-            self._refuse(RequestTimeout())
-        else:
-            self.transport.close()
+        self.give_up_on_head()
 
     def _refuse(self, error: TranscriptsError) -> None:
         """Answer ``error`` in the dialect of the path received so far, and close."""
