@@ -57,8 +57,19 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Few connections and requests in flight, and a head timeout out of the way."""
     yield from serve(
         tmp_path_factory,
-        max_connections="20",
+        max_connections="8",
         max_requests_in_flight="2",
+        header_timeout_seconds="120",
+    )
+
+
+@pytest.fixture(scope="module")
+def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Fewer connections than requests in flight: every connection can be busy at once."""
+    yield from serve(
+        tmp_path_factory,
+        max_connections="3",
+        max_requests_in_flight="100",
         header_timeout_seconds="120",
     )
 
@@ -289,33 +300,52 @@ def test_a_keep_alive_connection_in_use_outlives_the_head_timeout(server: Server
 # ------------------------------------------------------------------ connections, overload
 
 
-def test_connections_past_the_cap_are_closed_at_once(small_server: Server) -> None:
+def in_flight(stack: ExitStack, server: Server) -> socket.socket:
+    """A connection whose request is being answered: the route reads the body first, says
+    so (100 Continue), and waits for a body that never comes."""
+    connection = stack.enter_context(socket.create_connection(address(server)))
+    connection.sendall(
+        b"POST /api/ai-characters/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    connection.settimeout(10)
+    assert connection.recv(100).startswith(b"HTTP/1.1 100 Continue")
+    return connection
+
+
+def test_at_the_connection_cap_those_waiting_longest_make_room(small_server: Server) -> None:
+    """Connections that send a head slowly cannot keep out a client that sends it at once."""
     with ExitStack() as stack:
-        held = [
-            stack.enter_context(socket.create_connection(address(small_server))) for _ in range(20)
-        ]
-        for _ in range(10):
-            with socket.create_connection(address(small_server)) as extra:
-                assert read_until_closed(extra, within=10) == b""
-        # Those within the cap are served.
-        held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert parse(read_until_closed(held[0], within=10)).status == 200
+        slow = []
+        for number in range(8):
+            connection = stack.enter_context(socket.create_connection(address(small_server)))
+            connection.sendall(b"GET /v1/sessions HTTP/1.1\r\n")  # and no more, for now
+            slow.append(connection)
+            if number == 0:
+                time.sleep(0.2)  # the oldest by far: the one to make room
+        assert get(small_server, "/healthz").status == 200
+        oldest = parse(read_until_closed(slow[0], within=10))
+        assert (oldest.status, oldest.headers["connection"]) == (408, "close")
+        slow[-1].sendall(b"Host: t\r\nConnection: close\r\n\r\n")
+        assert parse(read_until_closed(slow[-1], within=10)).status == 401
     assert served_again(small_server)
+
+
+def test_at_the_connection_cap_with_every_one_busy_a_new_one_is_closed(
+    busy_server: Server,
+) -> None:
+    with ExitStack() as stack:
+        for _ in range(3):
+            in_flight(stack, busy_server)
+        with socket.create_connection(address(busy_server)) as extra:
+            assert read_until_closed(extra, within=10) == b""
+    assert served_again(busy_server)
 
 
 def test_requests_past_the_in_flight_cap_get_503_in_their_dialect(small_server: Server) -> None:
     with ExitStack() as stack:
         for _ in range(2):
-            # Stays in flight: the route reads the body first, and it never comes.
-            waiting = stack.enter_context(socket.create_connection(address(small_server)))
-            waiting.sendall(
-                b"POST /api/ai-characters/ HTTP/1.1\r\nHost: t\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-            )
-        deadline = time.monotonic() + 10
-        while get(small_server, "/healthz").status != 503:  # until both have started
-            assert time.monotonic() < deadline, "no 503 with two requests in flight"
-            time.sleep(0.1)
+            in_flight(stack, small_server)
         answers = {
             path: get(small_server, path, close=False)
             for path in ("/v1/sessions", "/api/billing/usage/")
