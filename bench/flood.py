@@ -1,8 +1,9 @@
-"""Header floods: resident memory and /healthz latency while clients send 100 MB header blocks.
+"""Header floods and held connections: what they cost a server, before and after its bounds.
 
-A measurement, not a test (``tests/test_connection_limits.py`` holds the pass/fail checks):
+A measurement, not a test (``tests/test_server.py`` holds the pass/fail checks):
 
-    .venv/bin/python -m bench.flood          # FLOOD_SECONDS (10), FLOOD_CLIENTS (4), FLOOD_MB (100)
+    .venv/bin/python -m bench.flood    # FLOOD_SECONDS (10), FLOOD_CLIENTS (4), FLOOD_MB (100),
+                                       # FLOOD_HELD (5000)
 
 Two servers run the same application on a fresh SQLite file, one after the other, pinned to
 the server core as in ``make bench``:
@@ -16,6 +17,10 @@ is FLOOD_MB megabytes of one header value (1 MiB per ``sendall``), then read the
 probe meanwhile opens a fresh connection every 0.1 s and times ``GET /healthz``; a sampler
 reads the server's VmRSS every 10 ms. The bytes the server read from its sockets come from
 ``/proc/<pid>/io`` (``rchar``: uvloop reads sockets with read(2)).
+
+Then FLOOD_HELD connections are opened, each sends the first line of a request and nothing
+more, and the server's open file descriptors are counted 1 s and 12 s later (the head
+timeout is 10 s), with a ``GET /healthz`` timed at each.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,7 @@ from bench.load import Server, peak_rss_while, server
 SECONDS = float(os.environ.get("FLOOD_SECONDS", "10"))
 CLIENTS = int(os.environ.get("FLOOD_CLIENTS", "4"))
 MEGABYTES = int(os.environ.get("FLOOD_MB", "100"))
+HELD = int(os.environ.get("FLOOD_HELD", "5000"))
 TRANSCRIPTS = str(Path(sys.executable).with_name("transcripts"))
 SERVERS = {
     "before (uvicorn's httptools)": [
@@ -172,6 +179,70 @@ def measure(running: Server) -> Figures:
     )
 
 
+@dataclass
+class Held:
+    name: str
+    fds_before: int
+    opened: int
+    fds: dict[float, int]  # seconds after the last was opened: the server's open descriptors
+    healthz_ms: dict[float, float]
+
+
+def hold(running: Server) -> Held:
+    """HELD connections that each send a request line and stop; the server's descriptors."""
+    port = int(running.base_url.rsplit(":", 1)[1])
+    fds_before = _open_fds(running.pid)
+    held = []
+    try:
+        for _ in range(HELD):
+            try:
+                connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                continue
+            held.append(connection)
+            with suppress(OSError):  # closed at once: the server is at its cap
+                connection.sendall(b"GET /v1/sessions HTTP/1.1\r\n")
+        opened = time.monotonic()
+        fds, healthz = {}, {}
+        for after in (1.0, 12.0):
+            time.sleep(max(0.0, opened + after - time.monotonic()))
+            fds[after] = _open_fds(running.pid)
+            started = time.monotonic()
+            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                probe.request("GET", "/healthz")
+                probe.getresponse().read()
+                healthz[after] = (time.monotonic() - started) * 1000
+            except OSError:
+                healthz[after] = float("nan")
+            finally:
+                probe.close()
+    finally:
+        for connection in held:
+            connection.close()
+    return Held(running.name, fds_before, len(held), fds, healthz)
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def held_table(results: list[Held]) -> str:
+    lines = [
+        f"{HELD:,} connections, each sending a request line and then nothing:",
+        "",
+        "| server | connections made | server's descriptors before | 1 s after | 12 s after"
+        " | /healthz at 1 s, ms | at 12 s, ms |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.opened:,} | {r.fds_before:,} | {r.fds[1.0]:,} | {r.fds[12.0]:,}"
+            f" | {r.healthz_ms[1.0]:.1f} | {r.healthz_ms[12.0]:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def _read_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
         if line.startswith("rchar:"):
@@ -213,6 +284,7 @@ def table(figures: list[Figures]) -> str:
 
 def main() -> None:
     results: list[Figures] = []
+    held: list[Held] = []
     with tempfile.TemporaryDirectory(prefix="flood-") as directory:
         work = Path(directory)
         env = {
@@ -228,7 +300,10 @@ def main() -> None:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
             with server(name, argv, env, work / "server.log", work) as running:
                 results.append(measure(running))
+                held.append(hold(running))
     print(table(results))
+    print()
+    print(held_table(held))
 
 
 if __name__ == "__main__":
