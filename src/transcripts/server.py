@@ -284,9 +284,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         budget = self.head_budget
         self.head_budget = 0
         before = self.cycle
-        HttpToolsProtocol.data_received(self, data[:budget])
-        if self.transport.is_closing():  # the parser refused it (400)
-            return
+        if budget:
+            HttpToolsProtocol.data_received(self, data[:budget])
+            if self.transport.is_closing():  # the parser refused it (400)
+                return
         if self.cycle is before:  # no head completed within the budget
             _warn_over_head()
             self._refuse(HeadersTooLarge(f"The request head exceeds {self.max_head_bytes} bytes."))
