@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from asyncpg import CannotConnectNowError
@@ -32,6 +32,7 @@ from transcripts.errors import ServiceUnavailable, TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore
+from transcripts.server import guarded_protocol
 from transcripts.services import accounts
 from transcripts.settings import Settings
 
@@ -113,8 +114,10 @@ def serve(
     workers: int = 1,
     graceful_timeout: int = 30,
     forwarded_allow_ips: str = "127.0.0.1",
+    http: Callable[..., asyncio.Protocol] | str = "auto",
 ) -> None:
-    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too)."""
+    """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too,
+    with uvicorn's own ``http`` protocol)."""
     import uvicorn
 
     uvicorn.run(
@@ -123,6 +126,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # uvicorn calls ``http`` as it would a protocol class: a factory serves as well.
+        http=cast("type[asyncio.Protocol] | str", http),
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -140,6 +145,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         workers=args.workers,
         graceful_timeout=args.graceful_timeout,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        http=guarded_protocol(settings),
     )
     return 0
 
@@ -263,6 +269,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
         access_log=False,
         log_config=LOGGING_CONFIG,
+        http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0

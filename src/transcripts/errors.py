@@ -6,6 +6,7 @@
     ├── Forbidden                    403  e.g. a widget origin not on the allow-list
     ├── NotFound                     404  missing, or not the caller's: the two are one answer
     ├── MethodNotAllowed             405
+    ├── RequestTimeout               408  a request head not complete in time (the server's)
     ├── Conflict                     409  a rewrite of a stored turn, a write after finalize
     ├── PayloadTooLarge              413
     ├── RateLimited                  429
@@ -30,6 +31,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TranscriptsError",
 ]
@@ -76,6 +78,11 @@ class NotFound(TranscriptsError):
 class Conflict(TranscriptsError):
     status_code = 409
     default_message = "The request conflicts with stored data."
+
+
+class RequestTimeout(TranscriptsError):
+    status_code = 408
+    default_message = "The request head did not arrive in time."
 
 
 class PayloadTooLarge(TranscriptsError):

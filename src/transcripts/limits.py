@@ -6,9 +6,9 @@ schemas in ``openapi/agents.yaml``, so they live there and in the models generat
 ``RequestGuard`` refuses, before any route runs, what no route could accept: a header block
 or a credential larger than the limits below (431), and a path or query string carrying the
 character U+0000, which PostgreSQL cannot store or compare (400). The answer is in the
-dialect of the path. uvicorn's h11 parser caps the header block at 16 KiB, above these
-limits, so a client meets ours first; its httptools parser (what `transcripts serve` runs)
-has no cap at all, which leaves ours, and the load balancer's, as the only ones.
+dialect of the path. It sees a head only once the server has parsed it whole: the server
+itself (``transcripts.server``) refuses a head over ``MAX_HEAD_BYTES`` as it arrives, the
+same cap as uvicorn's h11 parser and above the limits here, so a client meets these first.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CREDENTIAL_BYTES",
     "MAX_HEADER_BYTES",
+    "MAX_HEAD_BYTES",
     "MAX_PAGE",
     "MAX_PAGE_SIZE",
     "MAX_PER_PAGE",
@@ -35,6 +36,8 @@ __all__ = [
 MAX_BODY_BYTES = 1024 * 1024
 # Names and values of every header, summed.
 MAX_HEADER_BYTES = 8 * 1024
+# The request line and every header line as sent; the server closes a connection past it.
+MAX_HEAD_BYTES = 16 * 1024
 # An RS256 access token with the usual claims is about 1 KiB; an API key is 67 bytes.
 MAX_CREDENTIAL_BYTES = 4 * 1024
 # Session History's page_size, and Anam's perPage (its documented maximum).

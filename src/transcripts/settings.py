@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # `authorization.credentials_file`); the probes stay open.
     metrics_token: SecretStr | None = None
 
+    # The HTTP server's own bounds, per worker process (transcripts.server).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
+    max_requests_in_flight: int = Field(default=256, ge=1)
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
