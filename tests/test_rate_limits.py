@@ -276,7 +276,7 @@ async def test_memory_windows_count_fixed_windows_and_forget_quiet_clients() -> 
 
 
 def test_rate_keys_are_the_limits_librarys_and_the_wait_reads_well() -> None:
-    rate = Rate.parse("5 per 2 hours")
+    rate = Rate("5 per 2 hours")
     assert (rate.limit, rate.seconds) == (5, 7200)
     assert rate.key_for("key:abc") == rate.item.key_for("key:abc")
     assert throttled(1).message == "Request was throttled. Expected available in 1 second."

@@ -21,7 +21,7 @@ atomic increment). Against the moving window it gives up smoothness at the windo
 instead of one timestamp per request, one Redis command instead of a script over a list,
 and an exact ``Reset`` and ``Retry-After``: at the window's end the whole budget is back.
 The increment answers the count, so a request costs one storage call; the window's end is
-asked once per window and remembered (``_WindowEnds``).
+asked once per window and remembered.
 
 Storage: ``memory://`` counts in the process (``MemoryWindows``; each worker process its
 own budgets); ``redis://host:port/db`` (also ``rediss://``, ``redis+unix://``) shares the
@@ -42,8 +42,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage, Storage
@@ -105,49 +104,31 @@ RATE_LIMITED_HEADERS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Rate:
-    """A ``limits`` rate, such as ``600/minute`` or ``10 per second``, with its storage keys
-    worked out once: ``limits``' own ``key_for`` costs more than the rest of a check."""
+    """A ``limits`` rate, such as ``600/minute`` or ``10 per second``, with what every check
+    needs worked out once (``limits``' own ``key_for`` costs more than the rest of one)."""
 
-    item: RateLimitItem
-    _head: str
-    _tail: str
+    __slots__ = ("_head", "_tail", "item", "limit", "limit_header", "seconds")
 
-    @classmethod
-    def parse(cls, value: str) -> Rate:
+    def __init__(self, value: str) -> None:
         """ValueError for what the ``limits`` library cannot read."""
         parsed = parse(value)
-        item = type(parsed)(parsed.amount, parsed.multiples, namespace=_NAMESPACE)
-        head, _, tail = item.key_for("\x00").partition("\x00")
-        return cls(item, head, tail)
-
-    @property
-    def limit(self) -> int:
-        return self.item.amount
-
-    @property
-    def seconds(self) -> int:
-        return self.item.get_expiry()
+        self.item: RateLimitItem = type(parsed)(
+            parsed.amount, parsed.multiples, namespace=_NAMESPACE
+        )
+        self.limit = self.item.amount
+        self.seconds = self.item.get_expiry()
+        self.limit_header = b"%d" % self.limit
+        self._head, _, self._tail = self.item.key_for("\x00").partition("\x00")
 
     def key_for(self, identity: str) -> str:
         """What ``self.item.key_for(identity)`` answers."""
         return f"{self._head}{identity}{self._tail}"
 
 
-class Budget(NamedTuple):
-    """One identity's budget after a request: the limit, what is left, when it refills."""
-
-    limit: int
-    remaining: int  # below 0 once the request is over the limit
-    reset_seconds: int
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"ratelimit-limit", b"%d" % self.limit),
-            (b"ratelimit-remaining", b"%d" % max(self.remaining, 0)),
-            (b"ratelimit-reset", b"%d" % self.reset_seconds),
-        ]
+# What a check answers: the requests left in the window (below 0 once over the limit), and
+# the seconds until the window ends.
+Budget = tuple[int, int]
 
 
 def throttled(wait_seconds: int) -> RateLimited:
@@ -164,8 +145,9 @@ class MemoryWindows(Storage):
     not grow with the number of clients.
 
     ``limits``' own async MemoryStorage starts a task after every increment that walks every
-    key it holds: measured in process, that added 27 µs to each request with 100 clients in
-    their window, 122 µs with 1,000 and 1.3 ms with 10,000 (a hot read is about 300 µs).
+    key it holds: measured in process (``bench/ratelimit_cost.py``), that added about 20 µs
+    to each request with 100 clients in their window, 100 µs with 1,000 and over 1 ms with
+    10,000, where this storage adds 2 to 6 µs (a hot read is about 300 µs).
     Here a window that has ended is replaced when its key is next counted, and those of
     clients gone quiet are dropped by one pass every ``SWEEP_SECONDS``. One event loop owns
     the counters and no method awaits, so nothing needs a lock.
@@ -184,31 +166,35 @@ class MemoryWindows(Storage):
     ) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions)
         self._clock = clock
-        self._windows: dict[str, list[float]] = {}  # key -> [count, end]
+        self._windows: dict[str, tuple[int, float]] = {}  # key -> (count, end)
         self._next_sweep = 0.0
 
     @property
     def base_exceptions(self) -> type[Exception]:
         return ValueError
 
-    def _window(self, key: str, now: float) -> list[float] | None:
+    def _window(self, key: str, now: float) -> tuple[int, float] | None:
         window = self._windows.get(key)
         return window if window is not None and window[1] > now else None
 
-    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        now = self._clock()
+    def count(self, key: str, expiry: int, now: float, amount: int = 1) -> tuple[int, float]:
+        """``incr`` without a coroutine around it: the count, and when its window ends."""
         if now >= self._next_sweep:
             self._windows = {key: w for key, w in self._windows.items() if w[1] > now}
             self._next_sweep = now + self.SWEEP_SECONDS
-        window = self._window(key, now)
-        if window is None:
-            window = self._windows[key] = [0, now + expiry]
-        window[0] += amount
-        return int(window[0])
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            window = self._windows[key] = (amount, now + expiry)
+        else:
+            window = self._windows[key] = (window[0] + amount, window[1])
+        return window
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.count(key, expiry, self._clock(), amount)[0]
 
     async def get(self, key: str) -> int:
         window = self._window(key, self._clock())
-        return 0 if window is None else int(window[0])
+        return 0 if window is None else window[0]
 
     async def get_expiry(self, key: str) -> float:
         now = self._clock()
@@ -241,7 +227,11 @@ def open_storage(url: str) -> Storage:
     raise ValueError("the rate limit storage must be memory:// or a redis:// URL")
 
 
-class _Bounded(OrderedDict[str, Any]):
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Bounded(OrderedDict[K, V]):
     """A mapping that forgets its oldest entry when full (in O(1): a plain dict's first
     entry is found by skipping over those deleted before it)."""
 
@@ -249,7 +239,7 @@ class _Bounded(OrderedDict[str, Any]):
         super().__init__()
         self.size = size
 
-    def remember(self, key: str, value: Any) -> None:
+    def remember(self, key: K, value: V) -> None:
         if len(self) >= self.size and key not in self:
             self.popitem(last=False)
         self[key] = value
@@ -273,9 +263,9 @@ class RateLimiter:
         # fixed window's end is set by the increment that opens it and never moves, and its
         # key cannot open again before then: an end still ahead belongs to the window the
         # storage is counting, whichever process opened it.
-        self._ends = _Bounded(WINDOWS_REMEMBERED)
-        # In-process counting cannot hang; only a remote store needs a deadline.
-        self._remote = not isinstance(storage, MemoryWindows)
+        self._ends: _Bounded[str, float] = _Bounded(WINDOWS_REMEMBERED)
+        # Counting in the process needs neither a coroutine nor a deadline.
+        self.in_process = storage if isinstance(storage, MemoryWindows) else None
         self._unavailable_until = 0.0  # time.monotonic(); 0 while the storage answers
         self._failures = Counter(
             "transcripts_rate_limit_storage_failures",
@@ -297,21 +287,27 @@ class RateLimiter:
             return None
         return cls(
             open_storage(settings.rate_limit_storage_url),
-            per_credential=Rate.parse(settings.rate_limit),
-            anonymous=Rate.parse(settings.rate_limit_anonymous),
+            per_credential=Rate(settings.rate_limit),
+            anonymous=Rate(settings.rate_limit_anonymous),
             registry=registry,
         )
 
+    def hit_in_process(self, identity: str, rate: Rate) -> Budget:
+        """``hit`` for a limiter counting in the process (``in_process`` is set)."""
+        assert self.in_process is not None
+        now = time.time()
+        count, end = self.in_process.count(rate.key_for(identity), rate.seconds, now)
+        return rate.limit - count, math.ceil(end - now)
+
     async def hit(self, identity: str, rate: Rate) -> Budget | None:
         """Count one request of ``identity``; None if the storage did not answer."""
+        if self.in_process is not None:
+            return self.hit_in_process(identity, rate)
         if self._unavailable_until and time.monotonic() < self._unavailable_until:
             return None
         key = rate.key_for(identity)
         try:
-            if self._remote:
-                async with asyncio.timeout(STORAGE_TIMEOUT_SECONDS):
-                    count, end = await self._count(key, rate.seconds)
-            else:
+            async with asyncio.timeout(STORAGE_TIMEOUT_SECONDS):
                 count, end = await self._count(key, rate.seconds)
         except (StorageError, TimeoutError) as error:
             self._failed(error)
@@ -319,8 +315,8 @@ class RateLimiter:
         if self._unavailable_until:
             self._unavailable_until = 0.0
             logger.warning("rate limit storage answers again: rate limits apply")
-        reset = max(math.ceil(end - time.time()), 0)
-        return Budget(rate.limit, rate.limit - count, reset)
+        reset = math.ceil(end - time.time())
+        return rate.limit - count, reset if reset > 0 else 0
 
     async def _count(self, key: str, seconds: int) -> tuple[int, float]:
         """The key's count with this request, and when its window ends."""
@@ -329,7 +325,7 @@ class RateLimiter:
         if count == 1:  # this increment opened the window
             end = now + seconds
         else:
-            known: float | None = self._ends.get(key)
+            known = self._ends.get(key)
             if known is not None and known > now:
                 return count, known
             end = await self.storage.get_expiry(key)
@@ -374,31 +370,34 @@ class RateLimits:
         self._exact = frozenset(prefixes)
         self._under = tuple(prefix + "/" for prefix in self._exact)
         # A client sends the same credential with every request: the identity a valid-looking
-        # one stands for is remembered, not worked out again each time (hashing a key costs
-        # more than counting it).
-        self._identities = _Bounded(IDENTITIES_REMEMBERED)
+        # one stands for is remembered, keyed by the header as received, not worked out
+        # again each time (hashing a key costs more than counting it).
+        self._identities: _Bounded[tuple[bytes, bytes], str] = _Bounded(IDENTITIES_REMEMBERED)
 
     def _identity(self, scope: Scope) -> tuple[str, Rate]:
-        api_key = authorization = None
-        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+        # X-API-Key wins over Authorization, and the first of each counts, as for the reads.
+        credential = None
+        for header in scope["headers"]:
+            name = header[0]
             if name == b"x-api-key":
-                if api_key is None:
-                    api_key = value.decode("latin-1")
-            elif name == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-        if api_key is not None or authorization is not None:
-            # X-API-Key wins over Authorization, as in credentials_from_headers.
-            sent = f"k{api_key}" if api_key is not None else f"a{authorization}"
-            identity = self._identities.get(sent)
+                credential = header
+                break
+            if name == b"authorization" and credential is None:
+                credential = header
+        if credential is not None:
+            identity: str | None = self._identities.get(credential)
             if identity is None:
-                identity = self._credential_identity(api_key, authorization)
+                identity = self._credential_identity(*credential)
+                if identity is not None:
+                    self._identities.remember(credential, identity)
             if identity is not None:
-                self._identities.remember(sent, identity)
                 return identity, self.limiter.per_credential
         client = scope.get("client")
         return f"ip:{client[0] if client else 'unknown'}", self.limiter.anonymous
 
-    def _credential_identity(self, api_key: str | None, authorization: str | None) -> str | None:
+    def _credential_identity(self, name: bytes, value: bytes) -> str | None:
+        sent = value.decode("latin-1")
+        api_key, authorization = (sent, None) if name == b"x-api-key" else (None, sent)
         try:
             credentials = credentials_from_headers(api_key, authorization, self.verifier)
         except NotAuthenticated:
@@ -415,21 +414,31 @@ class RateLimits:
         if not (path.startswith(self._under) or path in self._exact):
             await self.app(scope, receive, send)
             return
-        budget = await self.limiter.hit(*self._identity(scope))
+        identity, rate = self._identity(scope)
+        limiter = self.limiter
+        if limiter.in_process is not None:
+            budget: Budget | None = limiter.hit_in_process(identity, rate)
+        else:
+            budget = await limiter.hit(identity, rate)
         if budget is None:
             await self.app(scope, receive, send)
             return
-        headers = budget.headers()
-        if budget.remaining < 0:
-            self.limiter.refusals.inc()
-            response = self.render_error(Request(scope), throttled(max(budget.reset_seconds, 1)))
+        remaining, reset = budget
+        headers = [
+            (b"ratelimit-limit", rate.limit_header),
+            (b"ratelimit-remaining", b"%d" % remaining if remaining > 0 else b"0"),
+            (b"ratelimit-reset", b"%d" % reset),
+        ]
+        if remaining < 0:
+            limiter.refusals.inc()
+            response = self.render_error(Request(scope), throttled(reset if reset > 1 else 1))
             response.raw_headers.extend(headers)
             await response(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
