@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,7 +38,7 @@ from tests.spec_validation import validate_response_hook
 from tests.write_path import FINALIZE, SEED_USAGE_BODY, START
 from transcripts.db.engine import Database
 from transcripts.domain import CharacterRecord, UserRecord
-from transcripts.ratelimit import MemoryWindows, Rate, throttled
+from transcripts.ratelimit import MemoryWindows, Rate, RateLimiter, open_storage, throttled
 from transcripts.settings import Settings
 from transcripts.state import app_state
 
@@ -344,6 +345,26 @@ def test_replicas_share_each_budget_through_redis(sqlite_url: str) -> None:
         assert [budget(answer)[1] for answer in answers] == [2, 1, 0]
         assert_throttled(http.get(two.base_url + path), "agents")
         assert_throttled(http.get(one.base_url + path), "agents")
+
+
+async def test_a_window_redis_kept_without_its_expiry_starts_over() -> None:
+    rate = Rate(f"{LIMIT}/hour")
+    limiter = RateLimiter(open_storage(REDIS_URL), per_credential=rate, anonymous=rate)
+    identity = f"key:{uuid.uuid4().hex}"
+    key = rate.key_for(identity)
+    try:
+        # As if the increment opening the window had been cut off before its EXPIRE.
+        redis = limiter.storage.bridge.storage  # type: ignore[attr-defined]
+        await redis.incrby(f"LIMITS:{key}", LIMIT + 5)
+        budget = await limiter.hit(identity, rate)
+        assert budget is not None
+        remaining, reset = budget
+        assert remaining == LIMIT - 1
+        assert HOUR - 300 < reset <= HOUR
+        assert HOUR - 300 < await limiter.storage.get_expiry(key) - time.time() <= HOUR
+    finally:
+        await limiter.storage.clear(key)
+        await limiter.close()
 
 
 @pytest.fixture

@@ -180,7 +180,7 @@ class MemoryWindows(Storage):
     def count(self, key: str, expiry: int, now: float, amount: int = 1) -> tuple[int, float]:
         """``incr`` without a coroutine around it: the count, and when its window ends."""
         if now >= self._next_sweep:
-            self._windows = {key: w for key, w in self._windows.items() if w[1] > now}
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
             self._next_sweep = now + self.SWEEP_SECONDS
         window = self._windows.get(key)
         if window is None or window[1] <= now:
@@ -322,13 +322,21 @@ class RateLimiter:
         """The key's count with this request, and when its window ends."""
         count = await self.storage.incr(key, seconds)
         now = time.time()
-        if count == 1:  # this increment opened the window
-            end = now + seconds
-        else:
+        if count > 1:
             known = self._ends.get(key)
             if known is not None and known > now:
                 return count, known
             end = await self.storage.get_expiry(key)
+            # Redis answers whole seconds left, and none for a key without an expiry.
+            if end >= now + 1:
+                self._ends.remember(key, end)
+                return count, end
+            # No expiry (or under a second of it left): the increment that opened the window
+            # may have been cut off before setting its expiry, which would leave the client
+            # refused for good. Start the window over.
+            await self.storage.clear(key)
+            count = await self.storage.incr(key, seconds)
+        end = now + seconds  # this increment opened the window
         self._ends.remember(key, end)
         return count, end
 
