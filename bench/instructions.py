@@ -36,6 +36,7 @@ import uvloop
 from starlette.types import ASGIApp
 
 from bench.asgi import header_list, read_concurrently
+from bench.load import RATE_LIMIT
 
 __all__ = ["InstructionCount", "PlannedCell", "count_instructions", "read_dumps"]
 
@@ -199,7 +200,10 @@ def _application(side: str, plan: dict[str, Any]) -> ASGIApp:
 
     logging.config.dictConfig(LOGGING_CONFIG)  # as uvicorn applies it for transcripts serve
     settings = Settings(
-        _env_file=None, database_url=plan["database_url"], jwt_secret=plan["jwt_secret"]
+        _env_file=None,
+        database_url=plan["database_url"],
+        jwt_secret=plan["jwt_secret"],
+        rate_limit=RATE_LIMIT,
     )
     if side == "S":
         return create_app(settings)

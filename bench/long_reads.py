@@ -30,7 +30,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.load import peak_rss_while
+from bench.load import RATE_LIMIT, peak_rss_while
 
 ADMIN = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SESSIONS = 20
@@ -157,6 +157,8 @@ def measure(src: Path) -> dict[str, object]:
         "TRANSCRIPTS_DATABASE_URL": url,
         "TRANSCRIPTS_ENVIRONMENT": "development",
         "TRANSCRIPTS_JWT_SECRET": "long-reads-" + "x" * 40,
+        # The writer and readers are one client: measured, never throttled.
+        "TRANSCRIPTS_RATE_LIMIT": RATE_LIMIT,
     }
     cli = "from transcripts.cli import main; main({})"
     try:

@@ -38,6 +38,7 @@ from transcripts.errors import (
 from transcripts.limits import RequestGuard
 from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
 from transcripts.operations import router as operations_router
+from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
 from transcripts.runtime import settle_garbage_collector
 from transcripts.settings import Settings
@@ -59,11 +60,14 @@ def create_app(
     token_verifier = TokenVerifier(settings)
     metrics = Metrics()
     access_log = AccessLog()
+    rate_limiter = RateLimiter.from_settings(settings, metrics.registry)  # None when off
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(access_log.flush)  # last: the lines of the final requests
+            if rate_limiter is not None:
+                stack.push_async_callback(rate_limiter.close)
             database = Database(settings)
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
@@ -113,6 +117,16 @@ def create_app(
         return error_response(dialect_for_path(dialects, request.url.path).render_error, error)
 
     _install_error_handlers(app, render)
+    if rate_limiter is not None:
+        # Outside the hot reads, so they are counted like every route (ratelimit.py).
+        prefixes = [dialect.prefix for dialect in dialects]
+        app.add_middleware(
+            RateLimits,
+            limiter=rate_limiter,
+            prefixes=prefixes,
+            token_verifier=token_verifier,
+            render_error=render,
+        )
     # Observability outermost, so the guard's refusals are logged and counted too.
     app.add_middleware(RequestGuard, render_error=render)
     # Outside the guard, so a page may read its refusals; inside, so preflights are logged.

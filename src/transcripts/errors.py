@@ -96,8 +96,21 @@ class HeadersTooLarge(TranscriptsError):
 
 
 class RateLimited(TranscriptsError):
+    """Over a rate limit or a concurrency limit; ``retry_after`` is the client's wait, in
+    seconds (the dialects send it as ``Retry-After``)."""
+
     status_code = 429
-    default_message = "Too many requests."
+    default_message = "Request was throttled."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        errors: FieldErrors | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, errors)
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(TranscriptsError):

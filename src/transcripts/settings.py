@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -15,7 +16,7 @@ from transcripts.domain import SessionLimits
 from transcripts.pricing import DEFAULT_PRICES, PriceTable
 from transcripts.recording_keys import PrefixTemplate, validate_bucket
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "RATE_LIMIT_REDIS_SCHEMES", "Settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcripts.db"
 MIN_JWT_SECRET_BYTES = 32
@@ -23,6 +24,7 @@ MIN_JWT_SECRET_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
 MIN_METRICS_TOKEN_CHARACTERS = 16
+RATE_LIMIT_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://")
 
 
 class Settings(BaseSettings):
@@ -97,6 +99,19 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1)
     max_requests_in_flight: int = Field(default=256, ge=1)
 
+    # Rate limits (README, "Rate limits"): requests per window for each API key or token
+    # user, and for each client address sending no valid credentials (the widget); counted
+    # in the process (memory://) or in Redis shared by every replica (redis://host:port/db).
+    rate_limit_enabled: bool = True
+    rate_limit: str = "1200/minute"
+    rate_limit_anonymous: str = "120/minute"
+    rate_limit_storage_url: str = "memory://"
+    # Oshara's 429 at session start: sessions of one character in progress at once. A
+    # session counts until finalized, or until it started this long ago (a worker that died
+    # mid-call never finalizes).
+    max_concurrent_sessions_per_character: int = Field(default=50, ge=1)
+    concurrent_session_window_seconds: int = Field(default=2 * 3600, ge=60)
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
@@ -170,6 +185,21 @@ class Settings(BaseSettings):
                 f" {MIN_METRICS_TOKEN_CHARACTERS} characters long"
             )
         return self
+
+    @field_validator("rate_limit", "rate_limit_anonymous")
+    @classmethod
+    def _one_rate(cls, value: str) -> str:
+        rates = parse_many(value)  # ValueError for what the limits library cannot read
+        if len(rates) != 1 or rates[0].amount < 1:
+            raise ValueError(f"{value!r} is not one rate of at least 1 (e.g. '600/minute')")
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(RATE_LIMIT_REDIS_SCHEMES):
+            raise ValueError("must be memory:// or a redis://, rediss:// or redis+unix:// URL")
+        return value
 
     @property
     def database_backend(self) -> Literal["postgresql", "sqlite"]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,6 +81,33 @@ class SessionRepository:
         self._db.add(session)
         await self._db.flush()
         return _ref(session)
+
+    async def lock_character(self, character_id: int) -> None:
+        """Hold the character's row until the transaction ends, so that session starts of
+        one character run one at a time (their count and their insert)."""
+        if self._backend == "sqlite":
+            # As in lock_for_write: a no-op write takes the database's write lock now.
+            await self._db.execute(
+                update(Character)
+                .where(Character.id == character_id)
+                .values(id=Character.id)
+                .execution_options(synchronize_session=False)
+            )
+            return
+        # FOR NO KEY UPDATE: it excludes the other starts, but not the FOR KEY SHARE that
+        # inserting a row referencing the character takes (a form response, say).
+        await self._db.execute(
+            select(Character.id).where(Character.id == character_id).with_for_update(key_share=True)
+        )
+
+    async def open_session_count(self, character_id: int, *, started_after: datetime) -> int:
+        """Sessions of the character started after ``started_after`` and not finalized."""
+        statement = select(func.count()).where(
+            Session.character_id == character_id,
+            Session.created_at > started_after,
+            Session.finalized_at.is_(None),
+        )
+        return await self._db.scalar(statement) or 0
 
     async def lock_for_write(self, caller: Caller, session_id: uuid.UUID) -> SessionRef | None:
         """The caller's session, locked until the transaction ends; None when it is missing

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from transcripts.errors import BadRequest, PayloadTooLarge, TranscriptsError
+from transcripts.errors import BadRequest, PayloadTooLarge, RateLimited, TranscriptsError
 from transcripts.validation import unstorable_values
 
 __all__ = [
@@ -95,8 +95,11 @@ def _replay(body: bytes, request: Request) -> Callable[[], Coroutine[Any, Any, M
 
 
 def error_response(renderer: ErrorRenderer, error: TranscriptsError) -> Response:
-    """The failure in the dialect's body; a 401 also says how to authenticate."""
+    """The failure in the dialect's body; a 401 also says how to authenticate, a 429 when
+    to come back."""
     headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        headers = {"Retry-After": str(error.retry_after)}
     return renderer(error, headers)
 
 

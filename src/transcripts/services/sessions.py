@@ -12,7 +12,7 @@ import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +38,7 @@ from transcripts.errors import (
     BadRequest,
     Conflict,
     NotFound,
+    RateLimited,
     ServiceUnavailable,
 )
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
@@ -45,7 +46,9 @@ from transcripts.recording_keys import RecordingKeys
 from transcripts.validation import as_utc
 
 __all__ = [
+    "CONCURRENCY_RETRY_AFTER_SECONDS",
     "UNLIMITED",
+    "ConcurrencyLimit",
     "RecordingChecker",
     "RecordingUploads",
     "RegisteredRecording",
@@ -83,6 +86,20 @@ class RegisteredRecording:
     status: RecordingStatus
 
 
+@dataclass(frozen=True, slots=True)
+class ConcurrencyLimit:
+    """At most ``sessions`` sessions of a character in progress at once. A session is in
+    progress until it is finalized, or until ``window`` after it started: a worker that died
+    mid-call never finalizes, and its sessions must not hold the slots for good."""
+
+    sessions: int
+    window: timedelta
+
+
+# A slot frees when any of the character's calls ends: a hint, not a promise.
+CONCURRENCY_RETRY_AFTER_SECONDS = 30
+
+
 async def start_session(
     db: AsyncSession,
     character: CharacterRecord,
@@ -93,17 +110,35 @@ async def start_session(
     room_name: str | None = None,
     client_label: str | None = None,
     started_at: datetime | None = None,
+    concurrency: ConcurrencyLimit | None = None,
 ) -> SessionRef:
+    """A new session of ``character``; with ``concurrency``, refused (429) when the
+    character already has as many sessions in progress (Oshara's documented 429)."""
     if not character.is_active:
         raise NotFound("Character not found.")
-    session = await SessionRepository(db).add(
+    sessions = SessionRepository(db)
+    now = datetime.now(UTC)
+    if concurrency is not None:
+        # Two starts at the limit must not both see a free slot: the count and the insert
+        # run under the character's lock, held until the transaction commits.
+        await sessions.lock_character(character.id)
+        started_after = now - concurrency.window
+        if await sessions.open_session_count(character.id, started_after=started_after) >= (
+            concurrency.sessions
+        ):
+            raise RateLimited(
+                f"Concurrent session limit reached: this character has {concurrency.sessions}"
+                " sessions in progress.",
+                retry_after=CONCURRENCY_RETRY_AFTER_SECONDS,
+            )
+    session = await sessions.add(
         character,
         user_id=user_id,
         room_name=room_name or f"oshara-voice-{character.slug}-{secrets.token_hex(4)}",
         origin_url=origin_url,
         metadata=metadata or {},
         client_label=client_label,
-        created_at=started_at or datetime.now(UTC),
+        created_at=started_at or now,
     )
     # Counted from its start: a session never finalized is in Session History's totals too.
     await _count_usage(db, session, UsageTotals(1, 0, 0, 0.0, 0, 0))

@@ -4,6 +4,7 @@ and the recording's upload."""
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
@@ -106,6 +107,10 @@ async def start_agent_session(
         metadata=body.metadata,
         room_name=body.room_name,
         client_label=body.client_label,
+        concurrency=sessions.ConcurrencyLimit(
+            settings.max_concurrent_sessions_per_character,
+            timedelta(seconds=settings.concurrent_session_window_seconds),
+        ),
     )
     identity = f"user-{caller.user_id}" if caller else f"visitor-{secrets.token_hex(6)}"
     data: dict[str, Any] = {
@@ -246,7 +251,7 @@ add_slash_agnostic_route(
         "request's Origin must be on the character's allowed_origins (the browser widget). "
         "The LiveKit token and URL are present when the service has LiveKit configured."
     ),
-    responses={201: {"model": StartSessionEnvelope}, **envelope_error_responses(403, 413)},
+    responses={201: {"model": StartSessionEnvelope}, **envelope_error_responses(403, 413, 429)},
     **{**_WRITE, "openapi_extra": {"security": [*SECURITY["security"], {}]}},
 )
 add_slash_agnostic_route(

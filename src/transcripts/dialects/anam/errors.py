@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from transcripts.errors import TranscriptsError
 from transcripts.generated.anam import Error
+from transcripts.ratelimit import RATE_LIMITED_HEADERS
 
 __all__ = ["ANAM_ERROR_RESPONSES", "render_anam_error"]
 
@@ -35,10 +36,15 @@ def _error(description: str) -> dict[str, Any]:
     return {"model": Error, "description": description}
 
 
+def _rate_limited(description: str) -> dict[str, Any]:
+    return {**_error(description), "headers": RATE_LIMITED_HEADERS}
+
+
 ANAM_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Bad request - invalid session ID or query parameters."),
     401: _error("Unauthorized - invalid or missing API key or token."),
     404: _error("Not Found - the session does not exist or is not the caller's."),
+    429: _rate_limited("Too Many Requests - over the caller's rate limit; see Retry-After."),
     431: _error("A credential header, or the header block, is larger than its limit."),
     500: _error("Server error."),
     503: _error("The database cannot be reached; retry shortly."),

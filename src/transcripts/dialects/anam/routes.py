@@ -42,7 +42,9 @@ def _json(document: Any) -> Response:
     return Response(orjson.dumps(document), media_type="application/json")
 
 
-def _docs(model: type, errors: tuple[int, ...] = (400, 401, 404, 431, 500, 503)) -> dict[str, Any]:
+def _docs(
+    model: type, errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503)
+) -> dict[str, Any]:
     responses: dict[int | str, Any] = {200: {"model": model}}
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
@@ -151,5 +153,5 @@ add_slash_agnostic_route(
     operation_id="listSessions",
     summary="List sessions",
     description="Returns a paginated list of the caller's sessions, newest first.",
-    **_docs(SessionList, errors=(400, 401, 431, 500, 503)),
+    **_docs(SessionList, errors=(400, 401, 429, 431, 500, 503)),
 )
