@@ -90,6 +90,8 @@ def record(
         estimated_cost_micros=0,
         recording_status="none",
         recording_url=None,
+        counted_turns=len(columns.turn_index),
+        counted_interruptions=0,
         turns=columns,
     )
 
