@@ -279,6 +279,7 @@ async def test_lists_leave_out_what_is_not_the_callers(
                 "perPage": 100,
                 "prev": None,
                 "next": None,
+                "nextCursor": None,
             },
         }, caller
         history = (await client.get("/api/billing/usage/", headers=headers)).json()["data"]

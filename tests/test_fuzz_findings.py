@@ -38,8 +38,12 @@ async def test_a_page_past_a_64_bit_offset_is_400(
     assert response.json() == anam_bad_request(
         "Invalid page (page: Input should be less than or equal to 1000000)"
     )
-    last = await client.get("/v1/sessions?perPage=100&page=1000000", headers=worker.headers)
+    # Within the bound on page numbers (100,000 sessions deep), an empty page; past it, 400.
+    last = await client.get("/v1/sessions?perPage=100&page=1000", headers=worker.headers)
     assert (last.status_code, last.json()["data"]) == (200, [])
+    past = await client.get("/v1/sessions?perPage=100&page=1000000", headers=worker.headers)
+    assert past.status_code == 400
+    assert past.json()["message"].startswith("Invalid page (page: Pages reach 100000 sessions")
 
 
 async def test_integers_past_64_bits_in_free_form_json_are_400(

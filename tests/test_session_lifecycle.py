@@ -308,13 +308,24 @@ async def test_the_openapi_document_declares_the_write_path(client: httpx.AsyncC
     document = (await client.get("/openapi.json")).json()
     paths = document["paths"]
     expected = {
-        (CHARACTERS, "post"): {"201", "400", "401", "404", "409", "413", "431", "500", "503"},
-        (START, "post"): {"201", "400", "401", "403", "404", "413", "431", "500", "503"},
+        (CHARACTERS, "post"): {
+            "201",
+            "400",
+            "401",
+            "404",
+            "409",
+            "413",
+            "429",
+            "431",
+            "500",
+            "503",
+        },
+        (START, "post"): {"201", "400", "401", "403", "404", "413", "429", "431", "500", "503"},
         (TURNS.format("{session_id}"), "post"): {
-            *("200", "400", "401", "404", "409", "413", "431", "500", "503")
+            *("200", "400", "401", "404", "409", "413", "429", "431", "500", "503")
         },
         (FINALIZE.format("{session_id}"), "post"): {
-            *("200", "400", "401", "404", "413", "431", "500", "503")
+            *("200", "400", "401", "404", "413", "429", "431", "500", "503")
         },
     }
     for (path, method), statuses in expected.items():

@@ -63,8 +63,13 @@ CONNECTION_LOST: tuple[type[Exception], ...] = (
     asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.InternalClientError,
 )
-# The database is there but cannot answer now (statement timeout, SQLite's write lock).
-BUSY: tuple[type[Exception], ...] = (asyncpg.QueryCanceledError, sqlite3.OperationalError)
+# The database is there but cannot answer now (statement timeout, no connection slot left,
+# SQLite's write lock).
+BUSY: tuple[type[Exception], ...] = (
+    asyncpg.QueryCanceledError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    sqlite3.OperationalError,
+)
 
 
 def _json_serializer(value: Any) -> str:
