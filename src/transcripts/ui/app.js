@@ -149,7 +149,10 @@ async function signIn(event) {
     // Any authenticated read tells whether the service takes this credential.
     await candidate.get(HISTORY, { params: { page_size: 1, ...leanList() } });
   } catch (error) {
-    showError(error instanceof ApiError ? error : new ApiError(String(error), 0));
+    if (!(error instanceof ApiError)) {
+      console.error(error);
+    }
+    showError(error);
     $("key").select();
     return;
   } finally {
@@ -488,7 +491,7 @@ function setRecording(session, resumeAt) {
 function seekWhenReady(seconds) {
   const apply = () => {
     audio.currentTime = seconds;
-    sync(false);
+    sync();
   };
   if (audio.readyState >= HTMLMediaElement.HAVE_METADATA) {
     apply();
@@ -579,7 +582,7 @@ function turnAt(seconds) {
   return found;
 }
 
-function sync(scroll = true) {
+function sync() {
   if (!playable()) {
     return;
   }
@@ -593,9 +596,7 @@ function sync(scroll = true) {
   current.active = item;
   if (item) {
     item.setAttribute("aria-current", "true");
-    if (scroll) {
-      item.scrollIntoView({ block: "nearest" });
-    }
+    item.scrollIntoView({ block: "nearest" });
   }
 }
 
