@@ -44,6 +44,12 @@ def test_demo_prints_curl_lines_that_answer_200(database_url: str, tmp_path: Pat
         for line in curls:
             status, body = paste(line)
             assert status == 200, (line, body)
+        # Beside the curl lines, the page a person can open (tests/test_viewer.py drives it).
+        viewer = f"# Transcript viewer: {server.base_url}/ui/ (sign in with the API key above)"
+        assert viewer in server.output
+        page = httpx.get(f"{server.base_url}/ui/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
 
     # A second run reuses the data, issues a new key and retires the old one.
     with transcripts_process("demo", env=env, cwd=tmp_path) as server:

@@ -44,6 +44,7 @@ from transcripts.runtime import settle_garbage_collector
 from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
+from transcripts.viewer import router as viewer_router
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
 
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(operations_router)
     app.include_router(docs_router)
     app.include_router(downloads_router)
+    app.include_router(viewer_router)
     for dialect in dialects:
         for router in dialect.routers:
             app.include_router(router)

@@ -259,6 +259,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         "# The example call's recording: a link signed for an hour, which plays in a browser:",
         _curl(f"{base}/v1/sessions/{example}/recording", *bearer_key),
         f"# API docs: {base}/docs",
+        f"# Transcript viewer: {base}/ui/ (sign in with the API key above)",
         "",
     ]
     print("\n".join(lines), flush=True)
