@@ -30,7 +30,8 @@ rewritten), ``SCALE_CASES`` (comma-separated parts of case names to run), ``SCAL
 (1000), ``SCALE_LARGE`` (1000000), ``SCALE_REQUESTS`` (30), ``SCALE_WARMUP`` (3),
 ``SCALE_SEQUENTIAL_SECONDS`` (60), ``SCALE_CLIENTS`` (16), ``SCALE_CONCURRENT_SECONDS``
 (20), ``SCALE_WORKERS`` (2 row-generating processes), ``SCALE_EXPLAIN`` (2 cases; 0: none),
-``SCALE_POSTGRES_ADMIN_URL``.
+``SCALE_POSTGRES_ADMIN_URL``, ``SCALE_DATABASE_PREFIX`` (``transcripts_scale``: the databases
+are ``<prefix>_1k`` and ``<prefix>_1m``).
 """
 
 from __future__ import annotations
@@ -663,7 +664,8 @@ async def _prepare_all(config: Config) -> list[ScaleDatabase]:
         databases.append(
             await prepare(
                 config.admin_dsn,
-                f"transcripts_scale_{scale_label(sessions).lower()}",
+                f"{os.environ.get('SCALE_DATABASE_PREFIX', 'transcripts_scale')}_"
+                f"{scale_label(sessions).lower()}",
                 Shape(sessions),
                 workers=config.workers,
                 log=log,
