@@ -395,6 +395,7 @@ async def explain(case: Case, target: Target) -> Plan:
 
     from transcripts.app import create_app
     from transcripts.settings import Settings
+    from transcripts.state import app_state
 
     captured: list[tuple[str, Any]] = []
 
@@ -417,7 +418,7 @@ async def explain(case: Case, target: Target) -> Plan:
             async with httpx.AsyncClient(transport=transport, base_url="http://scale") as client:
                 response = await client.get(path, headers=target.headers(case.caller, path))
                 response.raise_for_status()
-            await app.state.key_usage.drain()
+            await app_state(app).key_usage.drain()
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
     reads = [(sql, params) for sql, params in captured if sql.lstrip().upper().startswith("SELECT")]
