@@ -5,6 +5,7 @@ session is left but its tombstone."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -741,3 +742,54 @@ async def test_purge_service_deletes_each_expired_session_once_and_lists_in_a_dr
     assert await what_is_left(database, old.id, old.session_id) == GONE
     for session in (young, ancient):
         assert (await what_is_left(database, session.id, session.session_id))["sessions"] == 1
+
+
+async def test_a_delete_racing_appends_and_finalize_leaves_only_the_tombstone(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    database = factory.database
+    owner, worker = await owner_worker(client, factory)
+    slug = await worker.character()
+    session_id = await worker.start(slug)
+    key = sid(uuid.UUID(session_id), database)
+    pk = (await rows(database, "SELECT id FROM sessions WHERE session_id = :s", s=key))[0]["id"]
+
+    def batch(index: int) -> list[dict[str, Any]]:
+        return [{"turn_index": index, "role": "user", "text": f"Turn {index}", "ts": float(index)}]
+
+    answers = await asyncio.gather(
+        *(worker.turns(session_id, batch(index)) for index in range(6)),
+        client.delete(DELETE_AGENTS.format(session_id), headers=worker.headers),
+        *(worker.turns(session_id, batch(index)) for index in range(6, 12)),
+        worker.finalize(session_id, **{"llm_input_tokens": 10}),
+    )
+    deleted = answers[6]
+    assert deleted.status_code == 204
+    # Each write ran wholly before the deletion (200) or found it gone (404): nothing between.
+    assert {answer.status_code for answer in answers[:6] + answers[7:]} <= {200, 404}
+    assert await what_is_left(database, pk, uuid.UUID(session_id)) == GONE
+    assert await rows(
+        database,
+        "SELECT sessions, llm_input_tokens FROM usage_by_character_day WHERE owner_id = :o",
+        o=owner.id,
+    ) == [{"sessions": 0, "llm_input_tokens": 0}]
+
+
+async def test_staff_delete_any_session_and_again(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    owner = await factory.user()
+    session = await factory.session(await factory.character(owner), turns=turns(("user", "Hi")))
+    staff = await factory.user(staff=True)
+    _, staff_key = await factory.api_key(staff)
+    headers = {"X-API-Key": staff_key}
+    for _ in range(2):
+        response = await client.delete(DELETE_ANAM.format(session.session_id), headers=headers)
+        assert (response.status_code, response.content) == (204, b"")
+    assert await what_is_left(factory.database, session.id, session.session_id) == GONE
+    # The owner, who did not delete it, is answered as its owner: it is deleted.
+    _, owner_key = await factory.api_key(owner)
+    mine = await client.delete(
+        DELETE_AGENTS.format(session.session_id), headers={"X-API-Key": owner_key}
+    )
+    assert mine.status_code == 204
