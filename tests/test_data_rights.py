@@ -417,17 +417,28 @@ async def _sessions_of(
 
 
 async def test_erasure_deletes_the_callers_sessions_holding_the_pair_and_answers_a_receipt(
-    client: httpx.AsyncClient, factory: Factory
+    client: httpx.AsyncClient, factory: Factory, settings: Any
 ) -> None:
+    from pathlib import Path
+
     database = factory.database
     owner, worker = await owner_worker(client, factory)
     character = await factory.character(owner)
     person = unique("u")
     matching = await _sessions_of(
-        factory,
-        character,
-        [{"user_id": person}, {"user_id": person, "plan": "pro"}, {"user_id": person}],
+        factory, character, [{"user_id": person, "plan": "pro"}, {"user_id": person}]
     )
+    name = f"erased/{uuid.uuid4().hex}.wav"
+    recording = Path(settings.recordings_dir) / "calls" / name
+    recording.parent.mkdir(parents=True, exist_ok=True)
+    recording.write_bytes(AUDIO)
+    recorded = await factory.session(
+        character,
+        metadata={"user_id": person},
+        usage=SEED_USAGE,
+        recording_url=f"s3://calls/{name}",
+    )
+    matching.append(recorded.session_id)
     # Look-alikes that stay: another person, the value as a number, the value under another key.
     kept = await _sessions_of(
         factory, character, [{"user_id": person + "0"}, {"caller": person}, {}]
@@ -446,8 +457,9 @@ async def test_erasure_deletes_the_callers_sessions_holding_the_pair_and_answers
     completed_at = datetime.fromisoformat(receipt["completed_at"].replace("Z", "+00:00"))
     assert abs(completed_at - datetime.now(UTC)) < timedelta(minutes=1)
     assert response.json() == ok(
-        {"erased_sessions": 3, "erased_recordings": 0, "completed_at": receipt["completed_at"]}
+        {"erased_sessions": 3, "erased_recordings": 1, "completed_at": receipt["completed_at"]}
     )
+    assert not recording.exists()
     left = {
         uuid.UUID(str(row["session_id"]))
         if database.backend == "postgresql"
@@ -507,7 +519,7 @@ async def test_erasure_refuses_what_it_cannot_match(
     assert anonymous.status_code == 401
 
 
-async def test_erasure_runs_in_batches_and_an_interrupted_one_resumes(
+async def test_erasure_runs_in_windows_and_an_interrupted_one_resumes(
     app: Any, factory: Factory
 ) -> None:
     database = factory.database
@@ -535,7 +547,7 @@ async def test_erasure_runs_in_batches_and_an_interrupted_one_resumes(
     try:
         with pytest.raises(Interrupted):
             await deletions.erase_by_metadata(
-                database, recordings, caller, {"user_id": person}, batch_size=2
+                database, recordings, caller, {"user_id": person}, window=2
             )
     finally:
         deletions.delete_sessions = real  # type: ignore[assignment]
@@ -544,7 +556,7 @@ async def test_erasure_runs_in_batches_and_an_interrupted_one_resumes(
     )
     assert remaining == [{"n": 3}], "the two batches before the interruption were committed"
     receipt = await deletions.erase_by_metadata(
-        database, recordings, caller, {"user_id": person}, batch_size=2
+        database, recordings, caller, {"user_id": person}, window=2
     )
     assert receipt.sessions == 3
     assert await rows(

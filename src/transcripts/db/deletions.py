@@ -139,26 +139,48 @@ class DeletionRepository:
             or 0
         ) > 0
 
+    async def window_end(
+        self, caller: Caller, *, after: tuple[datetime, int] | None, size: int
+    ) -> tuple[datetime, int] | None:
+        """The (created_at, id) of the ``size``-th of the caller's sessions after ``after``,
+        in the order of the caller's scope index; None when fewer remain. One index range
+        (index only), whatever the caller owns."""
+        conditions = [*owned_by(caller)]
+        if after is not None:
+            conditions.append(tuple_(Session.created_at, Session.id) > tuple_(*after))
+        statement = (
+            select(Session.created_at, Session.id)
+            .where(*conditions)
+            .order_by(Session.created_at, Session.id)
+            .offset(size - 1)
+            .limit(1)
+        )
+        row = (await self._db.execute(statement)).first()
+        return None if row is None else (row.created_at, row.id)
+
     async def lock_matching_metadata(
         self,
         caller: Caller,
         pairs: dict[str, MetadataValue],
         *,
         after: tuple[datetime, int] | None,
-        limit: int,
+        through: tuple[datetime, int] | None,
     ) -> list[SessionForDeletion]:
-        """Up to ``limit`` of the caller's sessions whose metadata holds every pair, in
-        (created_at, id) order after ``after``, locked for deletion. The scope and the
-        metadata test are SQL: a batch costs one index range of the caller's sessions."""
+        """The caller's sessions in (after, through] whose metadata holds every pair, locked
+        for deletion. The scope and the metadata test are SQL, and the range bounds what
+        the statement reads: the metadata has no index, so a window of the caller's sessions
+        is filtered, never all of them in one statement."""
         await self._take_write_lock()
         conditions = [*owned_by(caller), *self._metadata_holds(pairs)]
+        key = tuple_(Session.created_at, Session.id)
         if after is not None:
-            conditions.append(tuple_(Session.created_at, Session.id) > tuple_(*after))
+            conditions.append(key > tuple_(*after))
+        if through is not None:
+            conditions.append(key <= tuple_(*through))
         statement = (
             select(*_COLUMNS)
             .where(*conditions)
             .order_by(Session.created_at, Session.id)
-            .limit(limit)
             .with_for_update(of=Session)
         )
         return [_for_deletion(row) for row in await self._db.execute(statement)]

@@ -38,6 +38,7 @@ from transcripts.recordings import RecordingStore
 
 __all__ = [
     "BATCH_SIZE",
+    "ERASURE_WINDOW",
     "RecordingDeletions",
     "delete_session",
     "delete_sessions",
@@ -57,6 +58,8 @@ RECORDING_LEASE = timedelta(minutes=5)
 # After a failure: 1 min, 2, 4, ... at most 6 h between attempts; never given up.
 RETRY_FIRST = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=6)
+# Sessions of the caller read per erasure transaction (matching or not).
+ERASURE_WINDOW = 2000
 MAX_METADATA_PAIRS = 10
 MAX_METADATA_KEY = 200
 
@@ -138,24 +141,30 @@ async def erase_by_metadata(
     caller: Caller,
     pairs: dict[str, MetadataValue],
     *,
-    batch_size: int = BATCH_SIZE,
+    window: int = ERASURE_WINDOW,
 ) -> DeletionReceipt:
-    """Delete every session the caller can read whose metadata holds every pair, a batch
-    per transaction; the receipt counts what this call deleted."""
+    """Delete every session the caller can read whose metadata holds every pair; the
+    receipt counts what this call deleted.
+
+    The caller's sessions are walked in windows of ``window`` along their scope index, one
+    transaction each: each statement reads at most a window, so no statement nears the
+    statement timeout however many sessions the caller owns (200,000: 100 windows), and an
+    interrupted erasure has committed every window before the one it was in."""
     tally = _Tally()
     after: tuple[datetime, int] | None = None
     while True:
         async with database.sessionmaker.begin() as db:
             deletions = DeletionRepository(db)
+            through = await deletions.window_end(caller, after=after, size=window)
             batch = await deletions.lock_matching_metadata(
-                caller, pairs, after=after, limit=batch_size
+                caller, pairs, after=after, through=through
             )
             await delete_sessions(db, batch, now=datetime.now(UTC))
             queued = await deletions.recording_deletion_ids([s.session_id for s in batch])
         await _count(tally, batch, recordings, queued)
-        if len(batch) < batch_size:
+        if through is None:
             return tally.receipt()
-        after = (batch[-1].created_at, batch[-1].id)
+        after = through
 
 
 async def _count(
