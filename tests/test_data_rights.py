@@ -697,6 +697,17 @@ async def test_redact_pii_on_the_transcript_read_in_both_dialects(
                 "transcript": None,
                 "transcript_text": None,
             }
+        history = await client.get(USAGE, params={"redact": "pii"}, headers=headers)
+        [listed] = history.json()["data"]["sessions"]
+        assert [item["text"] for item in listed["transcript"]] == redacted_texts
+        assert listed["transcript_text"] == data["transcript_text"]
+        raw_history = await client.get(USAGE, headers=headers)
+        assert raw_history.json()["data"]["sessions"][0]["transcript"] == raw["transcript"]
+        refused = await client.get(USAGE, params={"redact": "PII"}, headers=headers)
+        assert (refused.status_code, refused.json()) == (
+            400,
+            failure("Invalid redact.", {"redact": ["Must be pii."]}),
+        )
         anam_path = f"/v1/sessions/{session.session_id}/transcript"
         anam = await client.get(anam_path, params={"redact": "pii"}, headers=headers)
         assert [message["message"] for message in anam.json()["messages"]] == redacted_texts
