@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import text
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 from tests.factories import SEED_USAGE, Factory, turns
 from tests.servers import transcripts_process
 from tests.test_cli import run_async
 from transcripts.db.engine import Database
+from transcripts.state import app_state
 
 SWEPT = re.compile(r"retention: deleted (\d+) expired sessions")
 
@@ -145,3 +146,30 @@ async def test_purge_dry_run_lists_without_deleting_then_purge_deletes(
     assert receipt["erased_sessions"] >= 2
     assert await _count(factory.database, owned, c=character.id) == 1
     assert kept.session_id not in {session.session_id for session in old}
+
+
+async def test_the_lifespan_sweeper_deletes_expired_sessions_on_its_own(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        database_url, recordings_dir=str(tmp_path), retention_sweep_seconds=0.1
+    )
+    async for app in running_app(settings):
+        database = app_state(app).database
+        factory = Factory(database, settings)
+        owner = await factory.user()
+        character = await factory.character(owner, retention_days=3)
+        now = datetime.now(UTC)
+        expired = await factory.session(character, started_at=now - timedelta(days=3, seconds=1))
+        kept = await factory.session(character, started_at=now - timedelta(days=2))
+        owned = "SELECT count(*) FROM sessions WHERE character_id = :c"
+        deadline = time.monotonic() + 30
+        while await _count(database, owned, c=character.id) > 1:
+            assert time.monotonic() < deadline, "the sweeper did not run"
+            await asyncio.sleep(0.1)
+        remaining = "SELECT count(*) FROM sessions WHERE session_id = :s"
+        for session, left in ((expired, 0), (kept, 1)):
+            key = (
+                session.session_id.hex if database.backend == "sqlite" else str(session.session_id)
+            )
+            assert await _count(database, remaining, s=key) == left

@@ -15,7 +15,7 @@ import asyncio
 import logging
 
 from transcripts.db.deletions import try_sweep_lock
-from transcripts.db.engine import Database
+from transcripts.db.engine import Database, is_unavailable
 from transcripts.domain import DeletionReceipt
 from transcripts.services.deletions import RecordingDeletions, purge_expired
 
@@ -63,6 +63,11 @@ class RetentionSweeper:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # The database or the store is away: the next turn tries again.
-                logger.exception("retention sweep failed")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    logger.exception("retention sweep failed")
+                    continue
+                # The database is away (a restart, a failover): the next turn tries again.
+                logger.warning(
+                    "retention sweep skipped: database unreachable (%s)", type(exc).__name__
+                )
