@@ -510,6 +510,11 @@ async def test_erasure_refuses_what_it_cannot_match(
         assert response.status_code == 400, body
         assert response.json()["success"] is False
         assert any(name.startswith(field) for name in response.json()["errors"]), response.json()
+    huge = await client.post(ERASURE, json={"metadata": {"n": 2**64}}, headers=worker.headers)
+    assert (huge.status_code, huge.json()["errors"]) == (
+        400,
+        {"metadata.n": ["Integers must be between -9223372036854775808 and 9223372036854775807."]},
+    )
     quoted = await client.post(ERASURE, json={"metadata": {'a"b': "x"}}, headers=worker.headers)
     assert (quoted.status_code, quoted.json()["errors"]["metadata"][0]) == (
         400,

@@ -46,7 +46,7 @@ __all__ = ["DeletionRepository", "MetadataValue", "try_sweep_lock"]
 
 MetadataValue = str | int | bool
 
-# pg_try_advisory_lock's key for the retention sweep: any constant the service uses once.
+# The advisory lock key of the retention sweep: any constant the service uses for nothing else.
 SWEEP_LOCK_KEY = 0x7472616E5F7377  # "tran_sw"
 
 _COLUMNS = (
@@ -355,9 +355,6 @@ class DeletionRepository:
             .values(last_error=error[:500], next_attempt_at=retry_at)
             .execution_options(synchronize_session=False)
         )
-
-    async def pending_recording_deletions(self) -> int:
-        return await self._db.scalar(select(func.count()).select_from(RecordingDeletion)) or 0
 
 
 async def try_sweep_lock(connection: AsyncConnection) -> bool:

@@ -116,8 +116,10 @@ def validate_metadata_pairs(pairs: dict[str, object]) -> dict[str, MetadataValue
             errors.append(
                 f"Key {key!r} is not a plain key of at most {MAX_METADATA_KEY} characters."
             )
-        elif not isinstance(value, str | int | bool) or isinstance(value, float):
-            errors.append(f"The value of {key!r} must be a string, an integer or a boolean.")
+        elif not isinstance(value, str | int | bool) or (
+            isinstance(value, int) and not -(2**63) <= value < 2**63
+        ):
+            errors.append(f"The value of {key!r} must be a string, a 64-bit integer or a boolean.")
         else:
             checked[key] = value
     if errors:
