@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+import sqlalchemy as sa
+
 from tests.migration_harness import columns, migrate, run
 
 COUNTERS, UPLOAD_KEY = "5d0c1f7e2a91", "f67217efc85a"
@@ -186,4 +189,43 @@ def test_dashboard_reads_backfill_owners_counts_and_rollups_and_undo(
 
     migrate(url, "downgrade", UPLOAD_KEY)
     assert {"owner_id", "interruption_count"}.isdisjoint(columns(url))
+    assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
+
+
+DATA_RIGHTS = "9b3e4d5a1c20"
+
+
+def test_data_rights_backfill_characters_with_no_retention_and_no_redaction_and_undo(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DASHBOARD)
+    before = run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters")
+
+    migrate(url, "upgrade", DATA_RIGHTS)
+    assert run(url, "SELECT id, retention_days, pii_redaction FROM characters") == [
+        {"id": 1, "retention_days": None, "pii_redaction": "none"}
+    ]
+    assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
+    assert columns(url, "session_tombstones") == {"session_id", "owner_id", "deleted_at"}
+    assert columns(url, "recording_deletions") == {
+        "id",
+        "recording_url",
+        "session_id",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    }
+    # The constraints hold on both databases: no retention of 0 days, no unknown mode.
+    for change in ("retention_days = 0", "pii_redaction = 'hash'"):
+        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)constraint"):
+            run(url, f"UPDATE characters SET {change} WHERE id = 1")
+    run(url, "UPDATE characters SET retention_days = 30, pii_redaction = 'store' WHERE id = 1")
+
+    migrate(url, "downgrade", DASHBOARD)
+    assert {"retention_days", "pii_redaction"}.isdisjoint(columns(url, "characters"))
+    assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,7 +41,9 @@ from transcripts.observability import AccessLog, Metrics, ObservabilityMiddlewar
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
+from transcripts.retention import RetentionSweeper
 from transcripts.runtime import settle_garbage_collector
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
@@ -73,6 +76,7 @@ def create_app(
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
+            recordings = await open_recording_store(settings, stack)
             app.state.transcripts = AppState(
                 settings=settings,
                 token_verifier=token_verifier,
@@ -82,8 +86,17 @@ def create_app(
                 key_usage=key_usage,
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
-                recordings=await open_recording_store(settings, stack),
+                recordings=recordings,
+                recording_deletions=RecordingDeletions(database, recordings),
             )
+            sweeper = RetentionSweeper(
+                database,
+                app.state.transcripts.recording_deletions,
+                default_days=settings.retention_days,
+                interval_seconds=settings.retention_sweep_seconds,
+            )
+            sweeping = asyncio.create_task(sweeper.run_forever(), name="retention-sweeper")
+            stack.push_async_callback(_cancelled, sweeping)  # before the database is disposed
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             settle_garbage_collector()
             yield
@@ -143,6 +156,12 @@ def create_app(
     )
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 Renderer = Callable[[Request, TranscriptsError], Response]

@@ -13,6 +13,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.domain import Caller, Credentials
 from transcripts.recordings import RecordingStore
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 from transcripts.state import AppState, app_state
 
@@ -23,6 +24,7 @@ __all__ = [
     "DashboardDep",
     "DbSessionDep",
     "OptionalCallerDep",
+    "RecordingDeletionsDep",
     "RecordingStoreDep",
     "SettingsDep",
     "TranscriptsDep",
@@ -108,6 +110,13 @@ async def get_optional_caller(request: Request, transcripts: TranscriptsDep) -> 
     if "x-api-key" not in headers and "authorization" not in headers:
         return None
     return await transcripts.caller(await get_credentials(request))
+
+
+async def get_recording_deletions(state: AppStateDep) -> RecordingDeletions:
+    return state.recording_deletions
+
+
+RecordingDeletionsDep = Annotated[RecordingDeletions, Depends(get_recording_deletions)]
 
 
 OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     max_concurrent_sessions_per_character: int = Field(default=50, ge=1)
     concurrent_session_window_seconds: int = Field(default=2 * 3600, ge=60)
 
+    # Data rights (README, "Data rights"): a session is deleted, with its recording, this
+    # many days after it started, unless its character sets retention_days; unset: kept.
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # How often each replica offers to sweep (one replica at a time sweeps: PostgreSQL's
+    # advisory lock): expired sessions, and recording deletions due to be tried again.
+    retention_sweep_seconds: float = Field(default=300.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None

@@ -13,6 +13,7 @@ from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 
 __all__ = ["AppState", "app_state"]
@@ -29,6 +30,7 @@ class AppState:
     transcripts: TranscriptReads
     dashboard: DashboardReads
     recordings: RecordingStore
+    recording_deletions: RecordingDeletions
 
 
 def app_state(app: Starlette) -> AppState:

@@ -32,6 +32,8 @@ def character_record(character: Character) -> CharacterRecord:
         transcripts_enabled=character.transcripts_enabled,
         allowed_origins=list(character.allowed_origins),
         created_at=character.created_at,
+        retention_days=character.retention_days,
+        pii_redaction="store" if character.pii_redaction == "store" else "none",
     )
 
 
@@ -127,6 +129,8 @@ class CharacterRepository:
         created_by_id: int,
         allowed_origins: Sequence[str],
         transcripts_enabled: bool,
+        retention_days: int | None = None,
+        pii_redaction: str = "none",
     ) -> CharacterRecord:
         character = Character(
             slug=slug,
@@ -135,6 +139,8 @@ class CharacterRepository:
             created_by_id=created_by_id,
             allowed_origins=list(allowed_origins),
             transcripts_enabled=transcripts_enabled,
+            retention_days=retention_days,
+            pii_redaction=pii_redaction,
         )
         self._db.add(character)
         await self._db.flush()

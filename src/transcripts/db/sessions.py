@@ -29,7 +29,7 @@ from transcripts.domain import (
 __all__ = ["SessionRepository"]
 
 
-def _ref(session: Session) -> SessionRef:
+def _ref(session: Session, pii_redaction: str) -> SessionRef:
     return SessionRef(
         id=session.id,
         session_id=session.session_id,
@@ -46,6 +46,7 @@ def _ref(session: Session) -> SessionRef:
         turn_count=session.turn_count,
         text_bytes=session.text_bytes,
         recording_upload_url=session.recording_upload_url,
+        pii_redaction="store" if pii_redaction == "store" else "none",
     )
 
 
@@ -64,9 +65,10 @@ class SessionRepository:
         metadata: dict[str, Any],
         client_label: str | None,
         created_at: datetime,
+        session_id: uuid.UUID | None = None,
     ) -> SessionRef:
         session = Session(
-            session_id=uuid.uuid4(),
+            session_id=session_id or uuid.uuid4(),
             tenant_id=character.tenant_id,
             character_id=character.id,
             owner_id=character.created_by_id,
@@ -80,7 +82,7 @@ class SessionRepository:
         )
         self._db.add(session)
         await self._db.flush()
-        return _ref(session)
+        return _ref(session, character.pii_redaction)
 
     async def lock_character(self, character_id: int) -> None:
         """Hold the character's row until the transaction ends, so that session starts of
@@ -122,14 +124,15 @@ class SessionRepository:
                 .execution_options(synchronize_session=False)
             )
         statement = (
-            select(Session)
+            select(Session, Character.pii_redaction)
+            .join(Character, Character.id == Session.character_id)
             .where(Session.session_id == session_id, *owned_by(caller))
             .with_for_update(of=Session)
             # The row as it is now, even if an older copy is in this session's identity map.
             .execution_options(populate_existing=True)
         )
-        session = await self._db.scalar(statement)
-        return None if session is None else _ref(session)
+        row = (await self._db.execute(statement)).first()
+        return None if row is None else _ref(row[0], row[1])
 
     async def insert_turns(
         self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime

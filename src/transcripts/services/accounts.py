@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.auth import GeneratedApiKey, generate_api_key
 from transcripts.db.accounts import AccountRepository, CharacterRepository
-from transcripts.domain import ApiKeyRecord, Caller, CharacterRecord, UserRecord
+from transcripts.domain import ApiKeyRecord, Caller, CharacterRecord, PiiRedaction, UserRecord
 from transcripts.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 
 __all__ = [
@@ -94,6 +94,8 @@ async def create_character(
     name: str,
     allowed_origins: Sequence[str] = (),
     transcripts_enabled: bool = True,
+    retention_days: int | None = None,
+    pii_redaction: PiiRedaction = "none",
 ) -> CharacterRecord:
     creator = await AccountRepository(db).user(creator_id)
     if creator is None:
@@ -110,6 +112,8 @@ async def create_character(
         created_by_id=creator.id,
         allowed_origins=allowed_origins,
         transcripts_enabled=transcripts_enabled,
+        retention_days=retention_days,
+        pii_redaction=pii_redaction,
     )
 
 
@@ -119,8 +123,9 @@ async def update_character(
     """Change a character's settings; another's character is the same 404 as an unknown one.
 
     ``changes`` holds only the fields the request gave (name, allowed_origins, is_active,
-    transcripts_enabled); a session already started keeps the transcripts setting it started
-    with.
+    transcripts_enabled, retention_days, pii_redaction); a session already started keeps the
+    transcripts setting it started with, but redaction at write applies to its next append
+    and a new retention to its next sweep.
     """
     owner_id = None if caller.is_staff else caller.user_id
     character = await CharacterRepository(db).update(slug, owner_id=owner_id, changes=changes)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import load_session_record
+from transcripts.db.deletions import DeletionRepository
 from transcripts.db.sessions import SessionRepository
 from transcripts.db.usage import UsageRollups
 from transcripts.domain import (
@@ -43,6 +44,7 @@ from transcripts.errors import (
 )
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
 from transcripts.recording_keys import RecordingKeys
+from transcripts.redaction import redact_many
 from transcripts.validation import as_utc
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "finalize_session",
     "record_form_response",
     "recording_upload",
+    "redact_turns",
     "session_for_write",
     "session_ids_created_by",
     "start_session",
@@ -111,11 +114,17 @@ async def start_session(
     client_label: str | None = None,
     started_at: datetime | None = None,
     concurrency: ConcurrencyLimit | None = None,
+    session_id: uuid.UUID | None = None,
 ) -> SessionRef:
     """A new session of ``character``; with ``concurrency``, refused (429) when the
-    character already has as many sessions in progress (Oshara's documented 429)."""
+    character already has as many sessions in progress (Oshara's documented 429).
+
+    ``session_id`` (imports, tests; the API always draws a new one) may not be the id of a
+    deleted session: a tombstoned id stays not found and nothing is recreated under it."""
     if not character.is_active:
         raise NotFound("Character not found.")
+    if session_id is not None and await DeletionRepository(db).is_tombstoned(session_id):
+        raise NotFound(SESSION_NOT_FOUND)
     sessions = SessionRepository(db)
     now = datetime.now(UTC)
     if concurrency is not None:
@@ -139,6 +148,7 @@ async def start_session(
         metadata=metadata or {},
         client_label=client_label,
         created_at=started_at or now,
+        session_id=session_id,
     )
     # Counted from its start: a session never finalized is in Session History's totals too.
     await _count_usage(db, session, UsageTotals(1, 0, 0, 0.0, 0, 0))
@@ -205,6 +215,11 @@ async def append_turns(
     if not turns or not session.transcripts_enabled:
         # A character with transcripts disabled keeps none: the text never reaches storage.
         return 0
+    if session.pii_redaction == "store":
+        # Before anything else sees the text: what is stored, counted and compared with a
+        # retried turn is the redacted text (redaction is deterministic, so a retry of the
+        # same raw turn matches what was stored).
+        turns = redact_turns(turns)
     _refuse_duplicates_within(turns)
     sessions = SessionRepository(db)
     inserted = await sessions.insert_turns(session.id, turns, now=datetime.now(UTC))
@@ -221,6 +236,12 @@ async def append_turns(
         )
         await sessions.count_appended(session.id, len(inserted), added_bytes, interruptions)
     return len(inserted)
+
+
+def redact_turns(turns: Sequence[NewTurn]) -> list[NewTurn]:
+    """The turns with their PII replaced by tags (``transcripts.redaction``)."""
+    texts = redact_many([turn.text for turn in turns])
+    return [replace(turn, text=text) for turn, text in zip(turns, texts, strict=True)]
 
 
 def _refuse_past_limits(

@@ -77,7 +77,10 @@ async def update_character(
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise BadRequest("Invalid body.", {"body": ["Give at least one field to change."]})
-    nulls = sorted(name for name, value in changes.items() if value is None)
+    # retention_days: null goes back to the service's RETENTION_DAYS; nothing else has a null.
+    nulls = sorted(
+        name for name, value in changes.items() if value is None and name != "retention_days"
+    )
     if nulls:
         raise BadRequest(
             f"Invalid {', '.join(nulls)}.", {name: ["Must not be null."] for name in nulls}

@@ -129,5 +129,7 @@ def character_data(character: CharacterRecord) -> dict[str, Any]:
         "allowed_origins": character.allowed_origins,
         "is_active": character.is_active,
         "transcripts_enabled": character.transcripts_enabled,
+        "retention_days": character.retention_days,
+        "pii_redaction": character.pii_redaction,
         "created_at": character.created_at,
     }

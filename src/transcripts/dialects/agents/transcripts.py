@@ -13,8 +13,10 @@ from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdP
 from transcripts.dialects.agents.envelope import ENVELOPE_ERROR_RESPONSES, envelope_response
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.hot import add_hot_route
+from transcripts.dialects.routing import REDACT_PARAMETER
 from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
+from transcripts.privacy import redact_record, requested_in_query
 from transcripts.recordings import link_for
 from transcripts.state import AppState
 
@@ -26,14 +28,17 @@ router = APIRouter(route_class=EnvelopeRoute)
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
+    redact = requested_in_query(scope["query_string"])
     record = await state.transcripts.session(credentials, session_id)
+    if redact:
+        record = redact_record(record)
     link = await link_for(state.recordings, record)
     return envelope_response(session_summary(record, link))
 
 
 _TRANSCRIPT_DOCS: dict[str, Any] = {
     "responses": {200: {"model": AgentSessionSummaryEnvelope}, **ENVELOPE_ERROR_RESPONSES},
-    "openapi_extra": SECURITY,
+    "openapi_extra": {**SECURITY, "parameters": [REDACT_PARAMETER]},
     "response_class": Response,
 }
 add_hot_route(
