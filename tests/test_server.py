@@ -49,7 +49,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory, header_timeout_seconds="2")
+    yield from serve(tmp_path_factory, header_timeout_seconds="2", body_timeout_seconds="2")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_connections="8",
         max_requests_in_flight="2",
         header_timeout_seconds="120",
+        body_timeout_seconds="120",
     )
 
 
@@ -71,6 +72,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_connections="3",
         max_requests_in_flight="100",
         header_timeout_seconds="120",
+        body_timeout_seconds="120",
     )
 
 
@@ -295,6 +297,81 @@ def test_a_keep_alive_connection_in_use_outlives_the_head_timeout(server: Server
             time.sleep(1.5)
     finally:
         connection.close()
+
+
+# ------------------------------------------------------------------ body time
+
+SLOW_BODY = "The request body did not arrive in time."
+
+
+def post_head(length: int) -> bytes:
+    """A write's head: the route reads the body before it looks at credentials."""
+    return (
+        b"POST /api/ai-characters/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+def test_a_body_that_never_comes_is_cut_off(server: Server) -> None:
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(100) + b'{"slug": ')
+        answer = parse(read_until_closed(connection, within=30))
+    assert (answer.status, answer.headers["connection"]) == (408, "close")
+    assert answer.body == {
+        "success": False,
+        "message": SLOW_BODY,
+        "data": None,
+        "errors": {"detail": [SLOW_BODY]},
+    }
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off(server: Server) -> None:
+    """Each byte comes long before any idle timer would fire; the body never ends."""
+    received = b""
+    sent = 0
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(10_000))
+        while sent < 120:  # two a second, for 60 s at most
+            readable, _, _ = select.select([connection], [], [], 0.5)
+            if readable:
+                break
+            try:
+                connection.send(b" ")
+            except OSError:
+                break
+            sent += 1
+        else:
+            pytest.fail("the server was still reading a body sent two bytes a second after 60 s")
+        received = read_until_closed(connection, within=10)
+    answer = parse(received)
+    assert (answer.status, answer.headers["connection"]) == (408, "close")
+    assert answer.body["message"] == SLOW_BODY
+    assert sent < 20, f"{sent} bytes went in before the 408"
+
+
+def test_a_steady_body_may_take_longer_than_the_body_timeout(server: Server) -> None:
+    """4 s for 4,000 bytes against a 2 s timeout: each 500 bytes buys another second."""
+    body = b'{"slug": "steady", "name": "' + b"n" * 3_970 + b'"}'
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(len(body)))
+        for start in range(0, len(body), 500):
+            time.sleep(0.5)
+            connection.sendall(body[start : start + 500])
+        answer = parse(read_until_closed(connection, within=30))
+    # Read whole, then refused for its missing credentials: not cut off as slow.
+    assert answer.status == 401, answer
+
+
+def test_a_client_waiting_for_100_continue_is_not_cut_off(server: Server) -> None:
+    """The time before the route asks for the body is not the client's."""
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(2)[:-2] + b"Expect: 100-continue\r\n\r\n")
+        connection.settimeout(10)
+        assert connection.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        time.sleep(1)
+        connection.sendall(b"{}")
+        answer = parse(read_until_closed(connection, within=30))
+    assert answer.status == 401, answer
 
 
 # ------------------------------------------------------------------ connections, overload

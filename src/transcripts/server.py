@@ -23,6 +23,15 @@ before the application sees anything:
   request the client may be sending at that very moment (and browsers retry a request
   that meets one). The deadline is kept lazily: one timer per connection that re-arms
   itself, so a request costs a clock read, not a timer.
+- **Body time.** A request's body must arrive within ``body_timeout_seconds`` of its head,
+  plus a second for every ``body_min_rate_bytes`` received (Apache's mod_reqtimeout rule):
+  a steady upload of any size goes through, a body trickled a few bytes at a time cannot
+  hold a request slot (and the route's database work waiting on it) for ever. Past the
+  deadline the client gets a 408 and the connection is closed. Time the client cannot be
+  blamed for is not counted: while the route has not asked for the body yet (a client
+  waiting on ``Expect: 100-continue``) and while uvicorn has stopped reading because the
+  route has not consumed what came. Only requests that may carry a body are watched (not
+  ``GET`` or ``HEAD``, whose routes never wait for one), so the hot read pays nothing.
 - **Connections.** When a connection arrives while ``max_connections`` are open, those that
   have waited longest for a request head (idle keep-alive connections, heads sent slowly)
   are closed to make room, as nginx reuses its idle connections; so a flood of slow
@@ -106,6 +115,7 @@ _RESERVED_FDS = 64
 # one carry a body anyway, the connection is still closed once the response is complete.
 _BODILESS = frozenset({"GET", "HEAD"})
 _OVERLOADED = "The server is at capacity; retry shortly."
+_SLOW_BODY = "The request body did not arrive in time."
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,8 @@ class ConnectionLimits:
     header_timeout_seconds: float
     max_connections: int
     max_requests_in_flight: int
+    body_timeout_seconds: float = 20.0
+    body_min_rate_bytes: int = 500
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
@@ -123,6 +135,8 @@ class ConnectionLimits:
             header_timeout_seconds=settings.header_timeout_seconds,
             max_connections=_within_fd_limit(settings.max_connections, reserved=pool),
             max_requests_in_flight=settings.max_requests_in_flight,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            body_min_rate_bytes=settings.body_min_rate_bytes,
         )
 
 
@@ -185,6 +199,7 @@ _warn_made_room = _Throttled("%d connection(s) waiting for a head closed: max_co
 _warn_over_connections = _Throttled("%d connection(s) closed unread: max_connections busy")
 _warn_over_head = _Throttled("%d request head(s) refused (431): over the byte cap")
 _warn_timed_out = _Throttled("%d connection(s) closed: request head not complete in time")
+_warn_slow_body = _Throttled("%d request(s) refused (408): body not complete in time")
 _warn_overloaded = _Throttled("%d request(s) refused (503): max_requests_in_flight reached")
 
 
@@ -215,6 +230,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # When the awaited head's time began: the connection, or the latest response.
         self.head_since = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
+        # The body being watched (see the module's docstring): when its time began, and the
+        # bytes received since. None while no request with a body is in flight.
+        self.body_since: float | None = None
+        self.body_received = 0
 
     # -------------------------------------------------------------- the connection
 
@@ -227,7 +246,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
             return
         self.head_timer = self.loop.call_later(
-            self.limits.header_timeout_seconds, self._check_head_time
+            self.limits.header_timeout_seconds, self._check_time
         )
 
     def _make_room(self) -> bool:
@@ -276,6 +295,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._feed_up_to_head_cap(data)
                 return
             self.head_budget -= len(data)
+        else:
+            self.body_received += len(data)
         HttpToolsProtocol.data_received(self, data)
 
     def _feed_up_to_head_cap(self, data: bytes) -> None:
@@ -303,7 +324,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             app = self._answer_overloaded
         elif cycle.scope["method"] not in _BODILESS:
             cycle.send = _closing_if_body_unread(cycle)  # type: ignore[method-assign,assignment]
+            self._watch_body()
         HttpToolsProtocol._start_asgi_task(self, cycle, app)
+
+    def _watch_body(self) -> None:
+        self.body_since = self.loop.time()
+        self.body_received = 0
+        # The timer may be set for the head timeout, later than this body's first deadline.
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(
+            self.limits.body_timeout_seconds, self._check_time
+        )
 
     def on_response_complete(self) -> None:
         cycle = self.cycle
@@ -311,6 +343,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # Answered before its body arrived: reading the rest only to discard it is
             # work a client can ask for without end.
             self.transport.close()
+        self.body_since = None
         HttpToolsProtocol.on_response_complete(self)
         self.head_since = self.loop.time()
 
@@ -322,20 +355,45 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -------------------------------------------------------------- refusals
 
-    def _check_head_time(self) -> None:
+    def _check_time(self) -> None:
         self.head_timer = None
         if self.transport.is_closing():
             return
         timeout = self.limits.header_timeout_seconds
         cycle = self.cycle
         in_flight = cycle is not None and not cycle.response_complete
+        if in_flight and cycle.more_body and self.body_since is not None:
+            self._check_body_time(cycle)
+            return
         waited = 0.0 if in_flight else self.loop.time() - self.head_since
         if waited < timeout:
             # Not yet, or a request is being answered: look again when it could be due.
-            self.head_timer = self.loop.call_later(timeout - waited, self._check_head_time)
+            self.head_timer = self.loop.call_later(timeout - waited, self._check_time)
             return
         _warn_timed_out()
         self.give_up_on_head()
+
+    def _check_body_time(self, cycle: RequestResponseCycle) -> None:
+        limits = self.limits
+        now = self.loop.time()
+        if cycle.waiting_for_100_continue or self.flow.read_paused:
+            # The route has not asked for the body, or has not taken what came: the client
+            # is not the one keeping it waiting. Its time starts over from here.
+            self.body_since, self.body_received = now, 0
+        assert self.body_since is not None
+        due = (
+            self.body_since
+            + limits.body_timeout_seconds
+            + self.body_received / limits.body_min_rate_bytes
+        )
+        if now < due:
+            self.head_timer = self.loop.call_later(due - now, self._check_time)
+            return
+        _warn_slow_body()
+        if cycle.response_started:
+            self.transport.close()
+        else:
+            self._refuse(RequestTimeout(_SLOW_BODY))
 
     def _refuse(self, error: TranscriptsError) -> None:
         """Answer ``error`` in the dialect of the path received so far, and close."""

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
     max_requests_in_flight: int = Field(default=256, ge=1)
+    # A request's body must arrive within body_timeout_seconds, plus a second for every
+    # body_min_rate_bytes received (Apache's mod_reqtimeout "body=20,MinRate=500"): a client
+    # trickling a body cannot hold a request slot for ever, a slow but steady upload can.
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    body_min_rate_bytes: int = Field(default=500, ge=1)
 
     # Rate limits (README, "Rate limits"): requests per window for each API key or token
     # user, and for each client address sending no valid credentials (the widget); counted
