@@ -374,6 +374,29 @@ def test_a_client_waiting_for_100_continue_is_not_cut_off(server: Server) -> Non
     assert answer.status == 401, answer
 
 
+# ------------------------------------------------------------------ upgrades
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(server: Server) -> None:
+    """No route is a websocket: an Upgrade is not handed to a websocket library (which would
+    take the connection out of this protocol's bounds), it is an ordinary request."""
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        connection.settimeout(10)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, received
+            received += chunk
+    status_line = received.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 200 OK", received
+    assert b"sec-websocket-accept" not in received.lower()
+
+
 # ------------------------------------------------------------------ connections, overload
 
 

@@ -128,6 +128,11 @@ def serve(
         workers=workers,
         # uvicorn calls ``http`` as it would a protocol class: a factory serves as well.
         http=cast("type[asyncio.Protocol] | str", http),
+        # No route is a websocket: an Upgrade stays a plain request under the protocol's
+        # bounds instead of going to a websocket library that has none of them.
+        ws="none",
+        # The lifespan owns every resource: a failure to start must stop the process.
+        lifespan="on",
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -271,6 +276,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         log_config=LOGGING_CONFIG,
         http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
+        ws="none",
+        lifespan="on",
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
