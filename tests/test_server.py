@@ -397,6 +397,36 @@ def test_a_websocket_upgrade_is_answered_as_plain_http(server: Server) -> None:
     assert b"sec-websocket-accept" not in received.lower()
 
 
+# ------------------------------------------------------------------ forwarded addresses
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        # The default: a proxy on the same host is believed, each address has its budget.
+        (None, [401, 401, 401]),
+        # Loopback not among the proxies: its X-Forwarded-For is ignored, one budget.
+        ("10.0.0.1,192.168.0.0/16", [401, 401, 429]),
+    ],
+)
+def test_x_forwarded_for_is_believed_only_from_the_configured_proxies(
+    tmp_path_factory: pytest.TempPathFactory, trusted: str | None, expected: list[int]
+) -> None:
+    settings = {"rate_limit_anonymous": "2/minute"}
+    if trusted is not None:
+        settings["forwarded_allow_ips"] = trusted
+    for server in serve(tmp_path_factory, **settings):
+        statuses = [
+            httpx.get(
+                server.base_url + "/v1/sessions",
+                headers={"X-Forwarded-For": f"203.0.113.{number}"},
+                timeout=10,
+            ).status_code
+            for number in range(3)
+        ]
+    assert statuses == expected
+
+
 # ------------------------------------------------------------------ connections, overload
 
 

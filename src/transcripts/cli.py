@@ -113,7 +113,7 @@ def serve(
     port: int,
     workers: int = 1,
     graceful_timeout: int = 30,
-    forwarded_allow_ips: str = "127.0.0.1",
+    forwarded_allow_ips: str = "127.0.0.1,::1",
     http: Callable[..., asyncio.Protocol] | str = "auto",
 ) -> None:
     """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too,
@@ -149,7 +149,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         graceful_timeout=args.graceful_timeout,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        forwarded_allow_ips=args.forwarded_allow_ips or ",".join(settings.forwarded_allow_ips),
         http=guarded_protocol(settings),
     )
     return 0
@@ -276,6 +276,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         log_config=LOGGING_CONFIG,
         http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
         ws="none",
         lifespan="on",
     )
@@ -323,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*')",
+        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*');"
+        " overrides TRANSCRIPTS_FORWARDED_ALLOW_IPS (default: loopback only)",
     )
     serve.add_argument(
         "--graceful-timeout",

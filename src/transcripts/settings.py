@@ -5,6 +5,7 @@ S3 credentials are deliberately absent: they come from the standard AWS chain.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -94,6 +95,12 @@ class Settings(BaseSettings):
     # `authorization.credentials_file`); the probes stay open.
     metrics_token: SecretStr | None = None
 
+    # Proxies whose X-Forwarded-For/-Proto uvicorn believes (comma-separated addresses or
+    # networks, or "*"): the client address the anonymous rate limit counts, and the scheme.
+    # Anyone else's X-Forwarded-* is ignored. Loopback only by default, for a proxy on the
+    # same host; behind a load balancer, its addresses.
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1", "::1")
+
     # The HTTP server's own bounds, per worker process (transcripts.server).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
@@ -167,6 +174,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(entry.strip() for entry in value.split(",") if entry.strip())
         return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _forwarded_comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_only(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRANSCRIPTS_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or"
+                    " network (e.g. 10.0.0.0/8), nor *"
+                ) from None
+        return entries
 
     @field_validator("cors_allow_origins")
     @classmethod
