@@ -363,9 +363,7 @@ async def test_an_upload_link_cannot_replace_a_recording_registered_ready(
             played = await client.get(ready.json()["data"]["recording_presigned_url"])
     for refused in (declared, streamed):
         assert refused.status_code == 409
-        assert refused.json() == failure(
-            "The session's recording is already registered and ready."
-        )
+        assert refused.json() == failure("The session's recording is already registered and ready.")
     assert (played.status_code, played.content) == (200, AUDIO[::-1])
     bucket, _, key = recording_url.removeprefix("s3://").partition("/")
     assert list((store.directory / bucket / key).parent.iterdir()) == [

@@ -399,7 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, args)
     except ValidationError as exc:
         for error in exc.errors():
-            print(f"transcripts: configuration error: {error['msg']}", file=sys.stderr)
+            # Only the sentence: pydantic's rendering of the error would quote the value,
+            # which may be a secret.
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"transcripts: configuration error: {message}", file=sys.stderr)
         return 2
     except (TranscriptsError, ValueError) as exc:
         print(f"transcripts: {exc}", file=sys.stderr)

@@ -245,9 +245,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.connections.discard(self)
             transport.close()
             return
-        self.head_timer = self.loop.call_later(
-            self.limits.header_timeout_seconds, self._check_time
-        )
+        self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self._check_time)
 
     def _make_room(self) -> bool:
         """Close the connections that have waited longest for a request head, as nginx
@@ -333,9 +331,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The timer may be set for the head timeout, later than this body's first deadline.
         if self.head_timer is not None:
             self.head_timer.cancel()
-        self.head_timer = self.loop.call_later(
-            self.limits.body_timeout_seconds, self._check_time
-        )
+        self.head_timer = self.loop.call_later(self.limits.body_timeout_seconds, self._check_time)
 
     def on_response_complete(self) -> None:
         cycle = self.cycle

@@ -9,6 +9,10 @@ from ipaddress import ip_network
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -20,7 +24,8 @@ from transcripts.recording_keys import PrefixTemplate, validate_bucket
 __all__ = ["DEFAULT_DATABASE_URL", "RATE_LIMIT_REDIS_SCHEMES", "Settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcripts.db"
-MIN_JWT_SECRET_BYTES = 32
+MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
 # Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
 PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
@@ -125,17 +130,22 @@ class Settings(BaseSettings):
     concurrent_session_window_seconds: int = Field(default=2 * 3600, ge=60)
 
     @model_validator(mode="after")
-    def _refuse_weak_secret(self) -> Settings:
-        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
-        if secret is None:
-            return self
-        lowered = secret.strip().lower()
-        if lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKERS):
-            raise ValueError("TRANSCRIPTS_JWT_SECRET is a placeholder value; set a random secret")
-        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
-            raise ValueError(
-                f"TRANSCRIPTS_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
-            )
+    def _refuse_weak_secrets(self) -> Settings:
+        # Every HMAC key: the JWT secret (HS256), the local store's link signatures, and the
+        # LiveKit secret the service signs access tokens with (LiveKit asks 32 characters).
+        for name, secret in (
+            ("JWT_SECRET", self.jwt_secret),
+            ("RECORDINGS_SIGNING_KEY", self.recordings_signing_key),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+        ):
+            if secret is not None:
+                _refuse_weak_secret(f"TRANSCRIPTS_{name}", secret.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _public_key_is_one(self) -> Settings:
+        if self.jwt_public_key is not None:
+            jwt_verification_key(self.jwt_public_key)
         return self
 
     @model_validator(mode="after")
@@ -244,6 +254,37 @@ class Settings(BaseSettings):
         raise ValueError(
             "TRANSCRIPTS_DATABASE_URL must be a postgresql+asyncpg or sqlite+aiosqlite URL"
         )
+
+
+def _refuse_weak_secret(name: str, secret: str) -> None:
+    """One sentence naming the setting, never quoting its value."""
+    lowered = secret.strip().lower()
+    if lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKERS):
+        raise ValueError(f"{name} is a placeholder value; set a random secret")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes long"
+            " (e.g. the output of: openssl rand -base64 48)"
+        )
+
+
+def jwt_verification_key(pem: str) -> tuple[Literal["RS256", "ES256"], PublicKeyTypes]:
+    """The algorithm and key of ``TRANSCRIPTS_JWT_PUBLIC_KEY``, or one sentence why not."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(
+            "TRANSCRIPTS_JWT_PUBLIC_KEY is not a PEM public key"
+            " (-----BEGIN PUBLIC KEY----- ...; not a private key, nor a certificate)"
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return "RS256", key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256", key
+    raise ValueError(
+        f"TRANSCRIPTS_JWT_PUBLIC_KEY must be an RSA key of at least {MIN_RSA_BITS} bits"
+        " (RS256) or a P-256 EC key (ES256)"
+    )
 
 
 def _is_origin(value: str) -> bool:
