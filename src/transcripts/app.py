@@ -45,6 +45,7 @@ from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
 from transcripts.viewer import router as viewer_router
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
 
@@ -83,6 +84,7 @@ def create_app(
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
                 recordings=await open_recording_store(settings, stack),
+                widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
             )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             settle_garbage_collector()

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     # e.g. "https://app.example.com,https://admin.example.com". The widget routes also admit
     # each active character's allowed_origins. Empty: no other page may read an answer.
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # The widget's preflights are granted from the active characters' origins as read at
+    # most this long ago (transcripts.widget_origins): a flood of them reads the database
+    # once per period. A change made through this process counts at once.
+    widget_origins_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     # When set, /metrics answers only `Authorization: Bearer <this token>` (Prometheus's
     # `authorization.credentials_file`); the probes stay open.

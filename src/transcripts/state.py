@@ -14,6 +14,7 @@ from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.settings import Settings
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["AppState", "app_state"]
 
@@ -29,6 +30,7 @@ class AppState:
     transcripts: TranscriptReads
     dashboard: DashboardReads
     recordings: RecordingStore
+    widget_origins: WidgetOrigins
 
 
 def app_state(app: Starlette) -> AppState:
