@@ -176,6 +176,68 @@ def test_a_head_past_the_cap_is_refused_before_it_ends(server: Server) -> None:
         assert answer.body == expected
 
 
+def responses(raw: bytes) -> list[Answer]:
+    """The answers in what a pipelined connection received, in order."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(parse(head + b"\r\n\r\n").headers.get("content-length", "0"))
+        answers.append(parse(head + b"\r\n\r\n" + rest[:length]))
+        raw = rest[length:]
+    return answers
+
+
+def test_pipelined_heads_in_one_write_each_have_the_whole_budget(server: Server) -> None:
+    """150 heads of 240 bytes, 36 KiB in one write, over twice the cap: each is its own."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    last = head.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(head * 149 + last)
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200] * 150
+
+
+@pytest.mark.parametrize("first", [60, 4_000, 8_100])  # head1 within the 8 KiB of headers
+def test_a_pipelined_head_over_the_cap_is_refused_whatever_came_before_it(
+    server: Server, first: int
+) -> None:
+    """The second head's bytes in the first head's read count toward its own cap: it is
+    refused by the server (not let through to the application's own 431) though it is
+    only 17 KiB, and the first is answered."""
+    pad = b"X-Pad: " + b"p" * max(0, first - 60) + b"\r\n" if first > 60 else b""
+    one = b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + pad + b"\r\n"
+    two = (
+        b"GET /v1/sessions HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * (17 * 1024) + b"\r\n\r\n"
+    )
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(one + two)
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200, 431]
+    assert answers[1].headers["connection"] == "close"
+    assert answers[1].body == ANAM_431
+
+
+@pytest.mark.parametrize("split", [0.5, 0.99])
+def test_a_pipelined_head_that_starts_in_the_first_heads_read_has_one_cap(
+    server: Server, split: float
+) -> None:
+    """The first read holds a small head and most of a second one; the rest of the second
+    comes in a later read. The cap counts the second head's bytes of both reads."""
+    one = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    two = (
+        b"GET /v1/sessions HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * (20 * 1024) + b"\r\n\r\n"
+    )
+    cut = int(HEAD_CAP * split) - len(one)
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(one + two[:cut])
+        time.sleep(0.5)
+        with suppress(OSError):  # the server may have refused the head already
+            connection.sendall(two[cut:])
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200, 431]
+    assert answers[1].body == ANAM_431
+
+
 def test_a_head_under_the_cap_still_meets_the_applications_limit(server: Server) -> None:
     with socket.create_connection(address(server)) as connection:
         connection.sendall(b"GET /v1/sessions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n")

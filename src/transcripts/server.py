@@ -9,13 +9,16 @@ adds the bounds a server facing clients needs, enforced as bytes and connections
 before the application sees anything:
 
 - **Head size.** Bytes are counted while a head is awaited, that is while no request's
-  body is arriving. Past ``MAX_HEAD_BYTES`` (16 KiB, what uvicorn's h11 parser allows) the
-  connection gets a 431 and is closed at once, the rest unread. A head between the
-  application's own limit (``MAX_HEADER_BYTES``, 8 KiB of names and values) and this cap
-  still reaches ``RequestGuard``, which answers the finer-grained 431s. The count is an
-  integer subtraction per read; only the read that crosses the cap is split, so the parser
-  is fed no byte past it (but for a pipelined head's first bytes, when they come in the
-  same read as the end of the request before it).
+  body is arriving, each head from its own first byte. Past ``MAX_HEAD_BYTES`` (16 KiB,
+  what uvicorn's h11 parser allows) the connection gets a 431 and is closed, the rest
+  unread; a pipelined head's 431 comes after the answers to the requests before it. A head
+  between the application's own limit (``MAX_HEADER_BYTES``, 8 KiB of names and values)
+  and this cap still reaches ``RequestGuard``, which answers the finer-grained 431s. A read
+  that ends a head within its budget (the usual one) costs a comparison and a suffix test;
+  any other (a head in pieces, pipelined heads, a read past the cap) is cut after each
+  blank line, so that the parser is fed no byte of a head past its cap, nor counts one
+  head's bytes against another's. The one exception: a head in the same read as the end of
+  a *body* before it is counted from the next read on (so by at most one read).
 - **Head time.** A connection whose request head is not complete ``header_timeout_seconds``
   after it was opened, or after its previous response, is closed (slowloris). If part of a
   request arrived, the client is told so with a 408 first; an idle connection is closed
@@ -234,6 +237,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # bytes received since. None while no request with a body is in flight.
         self.body_since: float | None = None
         self.body_received = 0
+        # A refusal of a pipelined head, waiting for the answers to the requests before it.
+        self.refusal_due: TranscriptsError | None = None
 
     # -------------------------------------------------------------- the connection
 
@@ -289,34 +294,65 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         cycle = self.cycle
         if cycle is None or not cycle.more_body:  # a head is awaited
-            if len(data) > self.head_budget:
-                self._feed_up_to_head_cap(data)
+            if len(data) > self.head_budget or not data.endswith(b"\r\n\r\n"):
+                self._feed_heads(data)
                 return
-            self.head_budget -= len(data)
-        else:
-            self.body_received += len(data)
+            # The usual read: the rest of a head, within its budget, and nothing after it
+            # (a read that ends a head in head state ends every head it holds).
+            HttpToolsProtocol.data_received(self, data)
+            self.head_budget = self.max_head_bytes
+            return
+        self.body_received += len(data)
         HttpToolsProtocol.data_received(self, data)
 
-    def _feed_up_to_head_cap(self, data: bytes) -> None:
-        budget = self.head_budget
-        self.head_budget = 0
-        before = self.cycle
-        if budget:
-            HttpToolsProtocol.data_received(self, data[:budget])
-            if self.transport.is_closing():  # the parser refused it (400)
+    def _feed_heads(self, data: bytes) -> None:
+        """Any other read: fed to the parser a head at a time, cut after each blank line,
+        so that each head is counted from its own first byte (pipelined heads in one read
+        included) and the parser is fed no byte of a head past the cap."""
+        while data:
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body:
+                # A body: the rest of the read is its (a head after it in the same read is
+                # counted from the next read on).
+                self.body_received += len(data)
+                HttpToolsProtocol.data_received(self, data)
                 return
-        if self.cycle is before:  # no head completed within the budget
-            _warn_over_head()
-            self._refuse(HeadersTooLarge(f"The request head exceeds {self.max_head_bytes} bytes."))
+            budget = self.head_budget
+            end = data.find(b"\r\n\r\n", 0, budget)
+            if end < 0 and len(data) <= budget:  # a head's beginning, within its budget
+                self.head_budget = budget - len(data)
+                HttpToolsProtocol.data_received(self, data)
+                return
+            piece = data[: end + 4] if end >= 0 else data[:budget]
+            data = data[len(piece) :]
+            self.head_budget = budget - len(piece)
+            if piece:
+                HttpToolsProtocol.data_received(self, piece)
+                if self.transport.is_closing():  # the parser refused it (400)
+                    return
+            if self.cycle is not cycle:  # a head ended: the next one has the whole budget
+                self.head_budget = self.max_head_bytes
+            elif end < 0:  # no head ended within the budget
+                _warn_over_head()
+                self._refuse_in_turn(
+                    HeadersTooLarge(f"The request head exceeds {self.max_head_bytes} bytes.")
+                )
+                return
+
+    def _refuse_in_turn(self, error: TranscriptsError) -> None:
+        """Refuse the head being received once the requests before it are answered: a
+        pipelining client reads its answers in the order of its requests."""
+        cycle = self.cycle
+        if (cycle is None or cycle.response_complete) and not self.pipeline:
+            self._refuse(error)
             return
-        # The head ended inside the budget: the rest is its body, or further requests.
-        self.data_received(data[budget:])
+        # Nothing more is read, or fed to the parser, meanwhile.
+        self.refusal_due = error
+        self.flow.pause_reading()
 
     # -------------------------------------------------------------- requests
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        # The next head's budget; its bytes count once this request's body is in.
-        self.head_budget = self.max_head_bytes
         if len(self.tasks) >= self.max_requests_in_flight:
             _warn_overloaded()
             app = self._answer_overloaded
@@ -342,6 +378,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.body_since = None
         HttpToolsProtocol.on_response_complete(self)
         self.head_since = self.loop.time()
+        if self.refusal_due is not None:
+            self._refuse_in_turn(self.refusal_due)
 
     async def _answer_overloaded(self, scope: Any, receive: Any, send: Any) -> None:
         response = self.render_refusal(scope["path"], ServiceUnavailable(_OVERLOADED))
