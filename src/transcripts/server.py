@@ -61,8 +61,9 @@ log nor its metrics; a throttled warning in the log counts them.
 uvicorn's protocol is extended through the methods it calls on itself: ``data_received``,
 ``_start_asgi_task`` and ``on_response_complete`` on every request, ``connection_made`` and
 ``connection_lost``; ``tests/test_server.py`` drives a real ``transcripts serve``, so that a
-uvicorn upgrade that changes them fails there. On a keep-alive GET they add about 7,000
-instructions to uvicorn's 140,000 (``bench/protocol_cost.py``), some 1% of a 10-turn read.
+uvicorn upgrade that changes them fails there. On a keep-alive GET they add about 7,500
+instructions to uvicorn's 140,000 (``bench/protocol_cost.py``, ``bench/PROTOCOL_COST.md``),
+some 1% of a 10-turn read; on a POST, with its body deadline, about 40,000.
 """
 
 from __future__ import annotations
