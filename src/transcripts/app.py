@@ -48,6 +48,7 @@ from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
 from transcripts.viewer import router as viewer_router
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
 
@@ -88,6 +89,7 @@ def create_app(
                 dashboard=DashboardReads(database),
                 recordings=recordings,
                 recording_deletions=RecordingDeletions(database, recordings),
+                widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
             )
             sweeper = RetentionSweeper(
                 database,

@@ -114,7 +114,7 @@ def serve(
     port: int,
     workers: int = 1,
     graceful_timeout: int = 30,
-    forwarded_allow_ips: str = "127.0.0.1",
+    forwarded_allow_ips: str = "127.0.0.1,::1",
     http: Callable[..., asyncio.Protocol] | str = "auto",
 ) -> None:
     """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too,
@@ -129,6 +129,11 @@ def serve(
         workers=workers,
         # uvicorn calls ``http`` as it would a protocol class: a factory serves as well.
         http=cast("type[asyncio.Protocol] | str", http),
+        # No route is a websocket: an Upgrade stays a plain request under the protocol's
+        # bounds instead of going to a websocket library that has none of them.
+        ws="none",
+        # The lifespan owns every resource: a failure to start must stop the process.
+        lifespan="on",
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -145,7 +150,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         graceful_timeout=args.graceful_timeout,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        forwarded_allow_ips=args.forwarded_allow_ips or ",".join(settings.forwarded_allow_ips),
         http=guarded_protocol(settings),
     )
     return 0
@@ -344,6 +349,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         log_config=LOGGING_CONFIG,
         http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
+        ws="none",
+        lifespan="on",
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
@@ -389,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*')",
+        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*');"
+        " overrides TRANSCRIPTS_FORWARDED_ALLOW_IPS (default: loopback only)",
     )
     serve.add_argument(
         "--graceful-timeout",
@@ -471,7 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, args)
     except ValidationError as exc:
         for error in exc.errors():
-            print(f"transcripts: configuration error: {error['msg']}", file=sys.stderr)
+            # Only the sentence: pydantic's rendering of the error would quote the value,
+            # which may be a secret.
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"transcripts: configuration error: {message}", file=sys.stderr)
         return 2
     except (TranscriptsError, ValueError) as exc:
         print(f"transcripts: {exc}", file=sys.stderr)

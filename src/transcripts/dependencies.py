@@ -87,6 +87,21 @@ async def get_db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
 DbSessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
+async def widget_origins_changed(state: AppStateDep) -> AsyncIterator[None]:
+    """Drops the widget's preflight origins (``transcripts.widget_origins``) once the
+    request's transaction is committed.
+
+    A route takes it *before* ``DbSessionDep``: dependencies of one scope are left in the
+    reverse order of their entry, so this one's exit follows the commit, and a preflight
+    meanwhile cannot keep the origins from before the change.
+    """
+    yield
+    state.widget_origins.invalidate()
+
+
+WidgetOriginsChangedDep = Annotated[None, Depends(widget_origins_changed, scope="function")]
+
+
 async def get_caller(credentials: CredentialsDep, transcripts: TranscriptsDep) -> Caller:
     return await transcripts.caller(credentials)
 

@@ -252,7 +252,10 @@ class LocalRecordingStore:
         if self._key is None or expires < time.time():
             return False
         signed_for = "GET" if method == "HEAD" else method
-        return hmac.compare_digest(self._signature(signed_for, bucket, key, expires), signature)
+        expected = self._signature(signed_for, bucket, key, expires)
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, and
+        # a forged signature must be the 403 of any other wrong one.
+        return hmac.compare_digest(expected.encode(), signature.encode())
 
     async def check(self, recording_url: str) -> RecordingStatus:
         location = parse_s3_uri(recording_url)

@@ -15,6 +15,7 @@ from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["AppState", "app_state"]
 
@@ -31,6 +32,7 @@ class AppState:
     dashboard: DashboardReads
     recordings: RecordingStore
     recording_deletions: RecordingDeletions
+    widget_origins: WidgetOrigins
 
 
 def app_state(app: Starlette) -> AppState:

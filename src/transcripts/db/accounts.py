@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, true
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import api_key_record
@@ -162,27 +162,28 @@ class CharacterRepository:
         await self._db.flush()
         return character_record(character)
 
-    async def any_active_allows(self, origin: str) -> bool:
-        """Whether some active character has ``origin`` (lowercase) on its allowed_origins,
-        compared case-insensitively. One statement; it reads every active character's list,
-        as the origins are JSON arrays that no index covers."""
+    async def active_allowed_origins(self) -> frozenset[str]:
+        """Every origin on an active character's allowed_origins, lowercased: what the
+        widget's preflights are answered from (``transcripts.widget_origins``)."""
+        entries = self._origin_entries()
+        statement = (
+            select(func.lower(entries.c.value))
+            .distinct()
+            .select_from(Character)
+            .join(entries, true())
+            .where(Character.is_active)
+        )
+        return frozenset((await self._db.scalars(statement)).all())
+
+    def _origin_entries(self) -> Any:
         if self._db.get_bind().dialect.name == "postgresql":
             # A function returning text names its one column after its alias unless told.
-            entries = (
+            return (
                 func.json_array_elements_text(Character.allowed_origins)
                 .table_valued("value")
                 .render_derived()
             )
-        else:
-            entries = func.json_each(Character.allowed_origins).table_valued("value")
-        statement = (
-            select(literal(1))
-            .select_from(Character)
-            .join(entries, true())
-            .where(Character.is_active, func.lower(entries.c.value) == origin)
-            .limit(1)
-        )
-        return await self._db.scalar(statement) is not None
+        return func.json_each(Character.allowed_origins).table_valued("value")
 
     async def active(self, slug: str, *, owner_id: int | None) -> CharacterRecord | None:
         """The active character ``slug``; with ``owner_id``, only if that user created it."""

@@ -23,6 +23,7 @@ from transcripts.domain import (
     CharacterRecord,
     FormResponseRecord,
     NewTurn,
+    RecordingStatus,
     SessionRef,
 )
 
@@ -201,6 +202,17 @@ class SessionRepository:
     async def tenant_slug(self, tenant_id: int) -> str:
         """The slug of a session's tenant (recording keys are scoped by it)."""
         return await self._db.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)) or ""
+
+    async def recording_ready(self, session_id: uuid.UUID, recording_url: str) -> bool:
+        """Whether the session holds ``recording_url`` as its recording, ``READY``."""
+        found = await self._db.scalar(
+            select(Session.id).where(
+                Session.session_id == session_id,
+                Session.recording_url == recording_url,
+                Session.recording_status == RecordingStatus.READY,
+            )
+        )
+        return found is not None
 
     async def session_pk_of_character(self, session_id: uuid.UUID, character_id: int) -> int | None:
         return await self._db.scalar(

@@ -17,12 +17,12 @@ from transcripts.errors import BadRequest, Conflict, Forbidden, NotAuthenticated
 
 __all__ = [
     "CHARACTER_NOT_FOUND",
+    "active_allowed_origins",
     "character_open_to",
     "create_api_key",
     "create_character",
     "create_user",
     "origin_allowed",
-    "origin_on_an_active_character",
     "revoke_api_key",
     "revoke_api_keys_named",
     "update_character",
@@ -161,7 +161,6 @@ def origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
     return origin is not None and origin.lower() in {entry.lower() for entry in allowed_origins}
 
 
-async def origin_on_an_active_character(db: AsyncSession, origin: str) -> bool:
-    """Whether some active character allows ``origin``: all a widget's CORS preflight can
-    ask, as it carries no body and so names no character."""
-    return await CharacterRepository(db).any_active_allows(origin.lower())
+async def active_allowed_origins(db: AsyncSession) -> frozenset[str]:
+    """Every origin some active character allows, lowercased."""
+    return await CharacterRepository(db).active_allowed_origins()

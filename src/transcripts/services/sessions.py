@@ -43,7 +43,7 @@ from transcripts.errors import (
     ServiceUnavailable,
 )
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
-from transcripts.recording_keys import RecordingKeys
+from transcripts.recording_keys import RecordingKeys, S3Location, upload_session_id
 from transcripts.redaction import redact_many
 from transcripts.validation import as_utc
 
@@ -376,6 +376,9 @@ async def _refuse_foreign_recording(
     raise BadRequest("Invalid recording_url.", {"recording_url": [f"Must be {allowed}."]})
 
 
+RECORDING_SETTLED = "The session's recording is already registered and ready."
+
+
 async def recording_upload(
     db: AsyncSession,
     caller: Caller,
@@ -393,7 +396,7 @@ async def recording_upload(
     """
     session = await session_for_write(db, caller, session_id)
     if session.recording_status == RecordingStatus.READY:
-        raise Conflict("The session's recording is already registered and ready.")
+        raise Conflict(RECORDING_SETTLED)
     sessions = SessionRepository(db)
     location = keys.upload_key(
         tenant_slug=await sessions.tenant_slug(session.tenant_id),
@@ -407,6 +410,16 @@ async def recording_upload(
     if location.uri != session.recording_upload_url:
         await sessions.update(session.id, recording_upload_url=location.uri)
     return upload
+
+
+async def refuse_overwriting_a_ready_recording(db: AsyncSession, bucket: str, key: str) -> None:
+    """409 for an upload to a handed-out key its session has registered ``READY``: an upload
+    link stays valid for its whole lifetime, and must not replace a settled recording."""
+    session_id = upload_session_id(key)
+    if session_id is None:
+        return
+    if await SessionRepository(db).recording_ready(session_id, S3Location(bucket, key).uri):
+        raise Conflict(RECORDING_SETTLED)
 
 
 def _registered(session: SessionRef, recording: RegisteredRecording) -> bool:

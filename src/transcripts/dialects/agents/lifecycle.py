@@ -17,6 +17,7 @@ from transcripts.dependencies import (
     OptionalCallerDep,
     RecordingStoreDep,
     SettingsDep,
+    WidgetOriginsChangedDep,
 )
 from transcripts.dialects.agents.base import (
     SECURITY,
@@ -58,7 +59,10 @@ SESSION_TOKEN_TTL_SECONDS = 3600
 
 
 async def create_character(
-    body: CreateCharacterRequest, caller: CallerDep, db: DbSessionDep
+    body: CreateCharacterRequest,
+    caller: CallerDep,
+    _origins: WidgetOriginsChangedDep,
+    db: DbSessionDep,
 ) -> Response:
     character = await accounts.create_character(
         db,
@@ -72,7 +76,11 @@ async def create_character(
 
 
 async def update_character(
-    slug: SlugPath, body: UpdateCharacterRequest, caller: CallerDep, db: DbSessionDep
+    slug: SlugPath,
+    body: UpdateCharacterRequest,
+    caller: CallerDep,
+    _origins: WidgetOriginsChangedDep,
+    db: DbSessionDep,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
