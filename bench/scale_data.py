@@ -25,7 +25,11 @@ How the rows get there:
   The rebuilt schema is then compared with the migrated one, and a difference fails the build.
 - The load ends with ``VACUUM (ANALYZE)``, as autovacuum would leave a long-lived database.
 - A database is reused while its comment (written last, so only a complete build has one)
-  names the same Alembic head, generator version and shape.
+  names the same generator version and shape. Built at an older revision of the history, it
+  is brought to the head by the migrations themselves (as a production database would be:
+  an index a later revision adds is built by that revision, not by this loader) and the
+  comment then names the head; a comment naming a revision the history does not hold means
+  a rebuild.
 
 Extending: a new column of an existing table is one entry in the dict its row is built in
 (``_session`` for sessions, ``_turns`` for turns, ``_world`` for the small tables). A new
@@ -624,9 +628,11 @@ class BuildInfo:
     built_at: str = ""
 
     def same_build(self, other: BuildInfo) -> bool:
-        return (self.generator, self.revision, self.sessions, self.seed) == (
+        return self.same_rows(other) and self.revision == other.revision
+
+    def same_rows(self, other: BuildInfo) -> bool:
+        return (self.generator, self.sessions, self.seed) == (
             other.generator,
-            other.revision,
             other.sessions,
             other.seed,
         )
@@ -646,6 +652,20 @@ class ScaleDatabase:
 def head_revision() -> str:
     script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused"))
     return ",".join(sorted(script.get_heads()))
+
+
+def _behind_head(revision: str) -> bool:
+    """Whether ``revision`` is an ancestor of the single head (so upgrading reaches it)."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused"))
+    heads = script.get_heads()
+    if len(heads) != 1 or revision == heads[0]:
+        return False
+    return any(step.revision == revision for step in script.walk_revisions("base", heads[0]))
+
+
+async def _comment(admin_dsn: str, name: str, info: BuildInfo) -> None:
+    comment = json.dumps(asdict(info)).replace("'", "''")
+    await _admin(admin_dsn, f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
 
 
 async def _admin(admin_dsn: str, sql: str) -> None:
@@ -845,6 +865,18 @@ async def prepare(
     url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
     wanted = BuildInfo(GENERATOR_VERSION, head_revision(), shape.sessions, shape.seed)
     info = await _recorded_build(dsn)
+    if info is not None and info.same_rows(wanted) and _behind_head(info.revision):
+        log(f"upgrading {name} from {info.revision} to {wanted.revision}")
+        began = time.monotonic()
+        _migrate(url)
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await connection.execute("ANALYZE")
+        finally:
+            await connection.close()
+        info = replace(info, revision=wanted.revision)
+        await _comment(admin_dsn, name, info)
+        log(f"upgraded {name} in {time.monotonic() - began:.0f} s")
     built = info is None or not info.same_build(wanted)
     if info is not None and not built:
         log(f"reusing {name} (built {info.built_at}, {info.sessions:,} sessions)")
@@ -856,8 +888,7 @@ async def prepare(
         _migrate(url)
         loaded = await _load(dsn, shape, workers, log)
         info = replace(loaded, build_seconds=round(time.monotonic() - began, 1))
-        comment = json.dumps(asdict(info)).replace("'", "''")
-        await _admin(admin_dsn, f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+        await _comment(admin_dsn, name, info)
         log(f"built {name} in {info.build_seconds:.0f} s: {info.turns:,} turns")
     connection = await asyncpg.connect(dsn, timeout=5)
     try:
