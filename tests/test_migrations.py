@@ -229,3 +229,70 @@ def test_data_rights_backfill_characters_with_no_retention_and_no_redaction_and_
     assert {"retention_days", "pii_redaction"}.isdisjoint(columns(url, "characters"))
     assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
+
+
+LABEL_SEARCH = "c6ac8e569eb1"
+
+
+def _indexes(url: str, table: str) -> dict[str, str]:
+    """The table's indexes as the database defines them (PostgreSQL: pg_get_indexdef)."""
+    if "sqlite" in url:
+        rows = run(
+            url,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :table",
+            table=table,
+        )
+        return {row["name"]: row["sql"] for row in rows}
+    rows = run(url, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t", t=table)
+    return {row["indexname"]: row["indexdef"] for row in rows}
+
+
+MEASURES = (
+    "sessions, llm_input_tokens, llm_output_tokens, stt_audio_seconds, tts_characters,"
+    " estimated_cost_micros"
+)
+
+
+def test_label_search_index_covers_owner_and_character_and_rollups_cover_measures(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DATA_RIGHTS)
+    sessions, rollups = _indexes(url, "sessions"), _indexes(url, "usage_by_character_day")
+    rows = run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id")
+
+    migrate(url, "upgrade", LABEL_SEARCH)
+    if "sqlite" in url:
+        # Nothing to do on SQLite: it matches labels plainly and has no INCLUDE.
+        assert _indexes(url, "sessions") == sessions
+        assert _indexes(url, "usage_by_character_day") == rollups
+    else:
+        assert run(url, "SELECT extname FROM pg_extension WHERE extname = 'btree_gin'") == [
+            {"extname": "btree_gin"}
+        ]
+        upgraded = _indexes(url, "sessions")
+        assert "ix_sessions_client_label_trgm" not in upgraded
+        assert upgraded["ix_sessions_owner_id_character_id_client_label_trgm"] == (
+            "CREATE INDEX ix_sessions_owner_id_character_id_client_label_trgm ON public.sessions"
+            " USING gin (owner_id, character_id, client_label gin_trgm_ops)"
+        )
+        assert {
+            name: definition
+            for name, definition in _indexes(url, "usage_by_character_day").items()
+            if not name.startswith("pk_")
+        } == {
+            f"ix_usage_by_character_day_{scope}_day": (
+                f"CREATE INDEX ix_usage_by_character_day_{scope}_day"
+                f" ON public.usage_by_character_day USING btree ({scope}, day)"
+                f" INCLUDE ({MEASURES})"
+            )
+            for scope in ("owner_id", "tenant_id")
+        }
+    assert run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id") == rows
+
+    migrate(url, "downgrade", DATA_RIGHTS)
+    assert _indexes(url, "sessions") == sessions
+    assert _indexes(url, "usage_by_character_day") == rollups
+    assert run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id") == rows

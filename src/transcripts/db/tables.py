@@ -29,6 +29,7 @@ from transcripts.db.types import BigIntPK, UTCDateTime
 from transcripts.domain import RecordingStatus
 
 __all__ = [
+    "ROLLUP_MEASURES",
     "ApiKey",
     "Base",
     "Character",
@@ -130,9 +131,14 @@ class Session(Base):
         Index("ix_sessions_character_id_created_at_id", "character_id", "created_at", "id"),
         Index("ix_sessions_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
         Index("ix_sessions_created_at_id", "created_at", "id"),
-        # Anam's search by a part of the label (PostgreSQL; SQLite matches plainly).
+        # Anam's search by a part of the label (PostgreSQL; SQLite matches plainly), within
+        # an owner, a character, both or neither: a multicolumn GIN index (btree_gin for the
+        # ids) serves any subset of its columns in one scan, so the owner's scope costs its
+        # matches, not all its sessions.
         Index(
-            "ix_sessions_client_label_trgm",
+            "ix_sessions_owner_id_character_id_client_label_trgm",
+            "owner_id",
+            "character_id",
             "client_label",
             postgresql_using="gin",
             postgresql_ops={"client_label": "gin_trgm_ops"},
@@ -230,14 +236,38 @@ class _UsageMeasures:
     estimated_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+# The columns of _UsageMeasures, in its order (the rollup indexes cover them).
+ROLLUP_MEASURES = (
+    "sessions",
+    "llm_input_tokens",
+    "llm_output_tokens",
+    "stt_audio_seconds",
+    "tts_characters",
+    "estimated_cost_micros",
+)
+
+
 class UsageByCharacterDay(_UsageMeasures, Base):
     """Session History's totals per character and UTC day, kept in the transactions that
     start, finalize and delete sessions; an owner's or a tenant's totals sum these rows."""
 
     __tablename__ = "usage_by_character_day"
     __table_args__ = (
-        Index("ix_usage_by_character_day_owner_id_day", "owner_id", "day"),
-        Index("ix_usage_by_character_day_tenant_id_day", "tenant_id", "day"),
+        # Covering (PostgreSQL): an owner's or a tenant's totals are a sum over one row per
+        # character and day, a year of them thousands of rows scattered over the heap; with
+        # the measures in the index the sum is an index-only scan of a few leaf pages.
+        Index(
+            "ix_usage_by_character_day_owner_id_day",
+            "owner_id",
+            "day",
+            postgresql_include=list(ROLLUP_MEASURES),
+        ),
+        Index(
+            "ix_usage_by_character_day_tenant_id_day",
+            "tenant_id",
+            "day",
+            postgresql_include=list(ROLLUP_MEASURES),
+        ),
     )
 
     character_id: Mapped[int] = mapped_column(ForeignKey("characters.id"), primary_key=True)

@@ -20,21 +20,14 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from transcripts.db.tables import Session, UsageByCharacterDay, UsageByDay
+from transcripts.db.tables import ROLLUP_MEASURES, Session, UsageByCharacterDay, UsageByDay
 from transcripts.domain import SessionForDeletion, UsageTotals
 
 __all__ = ["SHARDS", "RollupScope", "UsageRollups", "totals_between"]
 
 # Rows per day of the staff rollup (migration cc37002fa595 backfills with the same number).
 SHARDS = 16
-MEASURES = (
-    "sessions",
-    "llm_input_tokens",
-    "llm_output_tokens",
-    "stt_audio_seconds",
-    "tts_characters",
-    "estimated_cost_micros",
-)
+MEASURES = ROLLUP_MEASURES
 NONE = UsageTotals(0, 0, 0, 0.0, 0, 0)
 
 
