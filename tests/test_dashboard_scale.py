@@ -250,3 +250,68 @@ async def test_search_by_id_is_an_exact_lookup_and_a_label_part_is_literal(
     assert await found("order 1") == [str(first.session_id)]
     assert await found("see ") == [str(second.session_id)]
     assert await found("0%x") == []
+
+
+async def test_label_search_is_scoped_by_owner_persona_or_neither_and_walks_by_cursor(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    # One index serves the owner, the persona and the label's trigrams in any combination:
+    # each scope counts and pages only its own matches, and the total holds on every page.
+    owner, other, staff = await factory.user(), await factory.user(), await factory.user(staff=True)
+    first, second = await factory.character(owner), await factory.character(owner)
+    others = await factory.character(other)
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    labels = [
+        (first, "Maria Hernandez"),
+        (first, "Ana Lopez"),
+        (second, "Luis HERNANDO"),
+        (first, "hernan"),
+        (others, "Hernan Ortiz"),
+        (second, "Maria Hernandez"),
+        (first, "Maria Hernandez"),
+        (others, "Jo Hernández"),  # no match: "á" is not "a"
+    ]
+    started = []
+    for minutes, (character, label) in enumerate(labels):
+        await factory.session(
+            character, client_label=label, started_at=base + timedelta(minutes=minutes)
+        )
+        started.append((character, label))
+
+    async def walk(headers: dict[str, str], **params: Any) -> tuple[list[str], set[int]]:
+        found: list[str] = []
+        totals: set[int] = set()
+        cursor = None
+        while True:
+            page = await client.get(
+                "/v1/sessions",
+                params={"search": "hernan", "perPage": 2, **params}
+                | ({"cursor": cursor} if cursor else {}),
+                headers=headers,
+            )
+            assert page.status_code == 200, page.text
+            body = page.json()
+            found.extend(f"{row['personaId']}|{row['clientLabel']}" for row in body["data"])
+            totals.add(body["meta"]["total"])
+            cursor = body["meta"]["nextCursor"]
+            if cursor is None:
+                return found, totals
+
+    def expected(*characters: CharacterRecord) -> list[str]:
+        return [
+            f"{character.public_id}|{label}"
+            for character, label in reversed(started)
+            if character in characters and "hernan" in label.lower()
+        ]
+
+    as_owner = {"X-API-Key": (await factory.api_key(owner))[1]}
+    as_staff = {"Authorization": f"Bearer {factory.token(staff.id)}"}
+    mine = expected(first, second)
+    assert len(mine) == 5
+    assert await walk(as_owner) == (mine, {5})
+    assert await walk(as_owner, personaId=str(second.public_id)) == (expected(second), {2})
+    # Another owner's persona: nothing, as if it did not exist.
+    assert await walk(as_owner, personaId=str(others.public_id)) == ([], {0})
+    everyone = expected(first, second, others)
+    assert await walk(as_staff) == (everyone, {6})
+    assert await walk(as_staff, personaId=str(others.public_id)) == (expected(others), {1})
