@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.engine import Database
@@ -184,11 +184,12 @@ def _character_id(column: Any, value: object) -> ColumnElement[Any]:
     return select(Character.id).where(column == value).scalar_subquery()
 
 
-def _after(position: Position) -> ColumnElement[bool]:
+def _after(
+    position: Position, created_at: Any = Session.created_at, id_: Any = Session.id
+) -> ColumnElement[bool]:
     """Sessions after ``position`` in the listings' order (newest first, then highest id)."""
     return or_(
-        Session.created_at < position.created_at,
-        and_(Session.created_at == position.created_at, Session.id < position.id),
+        created_at < position.created_at, and_(created_at == position.created_at, id_ < position.id)
     )
 
 
@@ -212,6 +213,47 @@ async def _page(
             .limit(request.size + 1)
         )
     ).all()
+    return await _load_page(db, found, request, with_turns=with_turns)
+
+
+async def _counted_page(
+    db: AsyncSession, conditions: list[ColumnElement[bool]], request: PageRequest
+) -> tuple[int, list[SessionRecord], Position | None]:
+    """How many sessions ``conditions`` select, and one page of them without transcripts, in
+    one pass over them. For a search by a part of the label the index only proposes rows
+    (trigrams are lossy): each match is confirmed on its row, so counting the matches reads
+    them all, and the page is then a top-N sort of what the count has read, not a second
+    walk down the owner's sessions filtering each."""
+    matches = select(Session.id, Session.created_at).where(*conditions).cte("matches")
+    newest_first = (matches.c.created_at.desc(), matches.c.id.desc())
+    keyset = [_after(request.after, matches.c.created_at, matches.c.id)] if request.after else []
+    page = (
+        select(matches.c.id, matches.c.created_at)
+        .where(*keyset)
+        .order_by(*newest_first)
+        .offset(request.offset)
+        .limit(request.size + 1)
+        .subquery("page")
+    )
+    total = select(func.count().label("total")).select_from(matches).subquery("total")
+    rows = (
+        await db.execute(
+            select(total.c.total, page.c.id, page.c.created_at)
+            .select_from(total.outerjoin(page, true()))
+            .order_by(page.c.created_at.desc(), page.c.id.desc())
+        )
+    ).all()
+    # One row even when the page is empty (the count's), with no session in it.
+    found = [row for row in rows if row.id is not None]
+    records, next_position = await _load_page(db, found, request, with_turns=False)
+    return int(rows[0].total), records, next_position
+
+
+async def _load_page(
+    db: AsyncSession, found: Sequence[Any], request: PageRequest, *, with_turns: bool
+) -> tuple[list[SessionRecord], Position | None]:
+    """The sessions ``found`` (id and created_at, one more than a page when more follow),
+    read whole, and the position to continue from."""
     more = len(found) > request.size
     found = found[: request.size]
     if not found:
@@ -286,12 +328,12 @@ class DashboardReads:
             table = UsageByDay
         async with self._database.session() as db:
             if search:
-                conditions.append(_search_condition(search))
                 # Matches are counted from the sessions themselves, through the index the
                 # search uses: an id matches one session, a label part those it is in.
-                total = await db.scalar(select(func.count()).where(*conditions))
-            else:
-                total = await db.scalar(select(func.sum(table.sessions)).where(*rollup))
+                conditions.append(_search_condition(search))
+                total, records, next_position = await _counted_page(db, conditions, request)
+                return SessionPage(records=records, total=total, next_position=next_position)
+            total = await db.scalar(select(func.sum(table.sessions)).where(*rollup))
             records, next_position = await _page(db, conditions, request, with_turns=False)
         return SessionPage(records=records, total=int(total or 0), next_position=next_position)
 
