@@ -187,9 +187,17 @@ def _character_id(column: Any, value: object) -> ColumnElement[Any]:
 def _after(
     position: Position, created_at: Any = Session.created_at, id_: Any = Session.id
 ) -> ColumnElement[bool]:
-    """Sessions after ``position`` in the listings' order (newest first, then highest id)."""
-    return or_(
-        created_at < position.created_at, and_(created_at == position.created_at, id_ < position.id)
+    """Sessions after ``position`` in the listings' order (newest first, then highest id).
+
+    The first condition is implied by the second; it is there for the index: a btree bounds
+    its scan by ``created_at <=`` but only filters by the OR, so without it a cursor deep in
+    an owner's history would walk every entry before the position (50,000 at page 1000)."""
+    return and_(
+        created_at <= position.created_at,
+        or_(
+            created_at < position.created_at,
+            and_(created_at == position.created_at, id_ < position.id),
+        ),
     )
 
 
