@@ -341,9 +341,9 @@ class DashboardReads:
                 conditions.append(_search_condition(search))
                 total, records, next_position = await _counted_page(db, conditions, request)
                 return SessionPage(records=records, total=total, next_position=next_position)
-            total = await db.scalar(select(func.sum(table.sessions)).where(*rollup))
+            summed = await db.scalar(select(func.sum(table.sessions)).where(*rollup))
             records, next_position = await _page(db, conditions, request, with_turns=False)
-        return SessionPage(records=records, total=int(total or 0), next_position=next_position)
+        return SessionPage(records=records, total=int(summed or 0), next_position=next_position)
 
     async def session_history(
         self,
