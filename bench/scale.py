@@ -435,7 +435,12 @@ async def explain(case: Case, target: Target) -> Plan:
             await app_state(app).key_usage.drain()
     finally:
         event.remove(Engine, "before_cursor_execute", capture)
-    reads = [(sql, params) for sql, params in captured if sql.lstrip().upper().startswith("SELECT")]
+    # Reads only (a WITH here is a read too: the search's count and page in one statement).
+    reads = [
+        (sql, params)
+        for sql, params in captured
+        if sql.lstrip().upper().startswith(("SELECT", "WITH"))
+    ]
     connection = await asyncpg.connect(target.database.dsn)
     try:
         await connection.execute("SET statement_timeout = '10min'")
