@@ -4,12 +4,17 @@ the load. No timings: those belong to ``make bench-scale``."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
 
 import asyncpg
 import httpx
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 
 from bench.scale import cursor_page
 from bench.scale_data import (
@@ -19,9 +24,11 @@ from bench.scale_data import (
     ScaleDatabase,
     Shape,
     generate_chunk,
+    head_revision,
     prepare,
 )
 from tests.conftest import POSTGRES_ADMIN_URL, make_settings, running_app
+from transcripts.migrate import alembic_config
 from transcripts.state import app_state
 
 SHAPE = Shape(sessions=100)
@@ -155,3 +162,41 @@ def test_cursor_page_follows_the_cursor_to_the_end_at_most(path: str) -> None:
     pages = _Pages()
     assert cursor_page(path, "owner", 10)(pages) == f"{path}&cursor=c2%2Fx"
     assert len(pages.asked) == 3
+
+
+async def test_a_build_at_an_older_revision_is_upgraded_in_place_not_rebuilt() -> None:
+    name = f"transcripts_test_scale_{uuid.uuid4().hex[:12]}"
+    try:
+        built = await prepare(POSTGRES_ADMIN_URL, name, SHAPE, log=lambda _: None)
+        script = ScriptDirectory.from_config(alembic_config(built.url))
+        previous = script.get_revision(head_revision()).down_revision
+        assert isinstance(previous, str)
+        # As if built before the head's revision: the schema and the comment say so.
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(command.downgrade, alembic_config(built.url), previous).result()
+        comment = json.dumps(asdict(replace(built.info, revision=previous)))
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+        finally:
+            await admin.close()
+
+        logged: list[str] = []
+        again = await prepare(POSTGRES_ADMIN_URL, name, SHAPE, log=logged.append)
+        assert not again.built
+        assert again.info == built.info  # the same rows, built when they were; now at head
+        assert logged[0] == f"upgrading {name} from {previous} to {head_revision()}"
+        connection = await asyncpg.connect(again.dsn)
+        try:
+            assert await connection.fetchval("SELECT version_num FROM alembic_version") == (
+                head_revision()
+            )
+            assert await connection.fetchval("SELECT count(*) FROM sessions") == SHAPE.sessions
+        finally:
+            await connection.close()
+    finally:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
