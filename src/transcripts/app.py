@@ -36,6 +36,7 @@ from transcripts.errors import (
     TranscriptsError,
 )
 from transcripts.limits import RequestGuard
+from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
@@ -73,6 +74,9 @@ def create_app(
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
+            live = LiveHub(settings, database)
+            await live.start()
+            stack.push_async_callback(live.stop)  # before the database is disposed
             app.state.transcripts = AppState(
                 settings=settings,
                 token_verifier=token_verifier,
@@ -83,6 +87,7 @@ def create_app(
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
                 recordings=await open_recording_store(settings, stack),
+                live=live,
             )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             settle_garbage_collector()

@@ -11,6 +11,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.settings import Settings
@@ -29,6 +30,7 @@ class AppState:
     transcripts: TranscriptReads
     dashboard: DashboardReads
     recordings: RecordingStore
+    live: LiveHub
 
 
 def app_state(app: Starlette) -> AppState:

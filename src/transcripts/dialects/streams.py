@@ -1,0 +1,152 @@
+"""The live transcript route (DESIGN.md, "Live transcript"), declared once for both dialects.
+
+Everything that can fail is decided before the stream opens, so it is answered as the
+transcript read answers it, in the dialect's body: the credentials (401), the session and
+its owner (404, the same for another caller's session), the query and ``Last-Event-ID``
+(400), the caller's open streams (429). Then ``text/event-stream`` (sse-starlette): each
+turn is an ``event: turn`` whose ``id`` is the turn's append_seq, so ``Last-Event-ID``
+resumes exactly after the last turn received; ``event: finalized`` ends the stream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio
+import orjson
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from transcripts.dependencies import CredentialsDep
+from transcripts.dialects.routing import add_slash_agnostic_route
+from transcripts.domain import LiveSession, LiveTurn
+from transcripts.live import Dropped, Finalized, Follower, Idle, LiveHub, ShuttingDown, follow
+from transcripts.redaction import redact_pii
+from transcripts.settings import Settings
+from transcripts.state import app_state
+
+__all__ = ["STREAM_200", "add_stream_route"]
+
+# (the turn, its text as sent, the session's start) -> the dialect's item
+TurnMapper = Callable[[LiveTurn, str, datetime], dict[str, Any]]
+FinalizedMapper = Callable[[LiveSession], dict[str, Any]]
+
+RedactQuery = Annotated[
+    Literal["pii"] | None,
+    Query(
+        description="`pii`: e-mail addresses, phone numbers, card numbers, IBANs and"
+        " national ids in each turn's text are replaced by [EMAIL], [PHONE], [CARD], [IBAN], [ID]."
+    ),
+]
+LastEventIdHeader = Annotated[
+    int | None,
+    Header(
+        alias="Last-Event-ID",
+        ge=0,
+        le=2**63 - 1,
+        description="The id of the last event received: the stream resumes after it.",
+    ),
+]
+
+STREAM_200: dict[str, Any] = {
+    "description": (
+        "An event stream: `event: turn` (id: increasing within the session; data: one"
+        " transcript item), then `event: finalized` and the end; `: ping` comments between."
+    ),
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+# How long a stream may take to say goodbye once the server is told to stop: it has only
+# a `retry:` line to send, and uvicorn waits for it before the process can exit.
+_SHUTDOWN_GRACE_SECONDS = 1.0
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping")
+
+
+class LiveResponse(EventSourceResponse):
+    """An event stream that its hub can end at once (a reader that fell behind), and that
+    always leaves its hub when it ends, however it ends."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[ServerSentEvent],
+        hub: LiveHub,
+        follower: Follower,
+        settings: Settings,
+    ) -> None:
+        super().__init__(
+            content,
+            ping=settings.stream_heartbeat_seconds,
+            ping_message_factory=_ping,
+            # A client that reads nothing for this long is gone, or as good as gone.
+            send_timeout=settings.stream_send_timeout_seconds,
+            shutdown_event=follower.stopping,
+            shutdown_grace_period=_SHUTDOWN_GRACE_SECONDS,
+        )
+        self._hub = hub
+        self._follower = follower
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            with anyio.CancelScope() as cancel_scope:
+                self._follower.on_drop = cancel_scope.cancel
+                await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            pass  # the connection is closed unfinished: the client resumes by Last-Event-ID
+        finally:
+            self._hub.unsubscribe(self._follower)
+
+
+def add_stream_route(
+    router: APIRouter,
+    path: str,
+    *,
+    session_id: Any,
+    turn: TurnMapper,
+    finalized: FinalizedMapper,
+    **kwargs: Any,
+) -> None:
+    """``GET path``: the live stream of one session; ``session_id`` is the path parameter's
+    annotation, ``turn`` and ``finalized`` write the dialect's event data."""
+
+    async def endpoint(
+        request: Request,
+        session_id: uuid.UUID,
+        credentials: CredentialsDep,
+        redact: RedactQuery = None,
+        last_event_id: LastEventIdHeader = None,
+    ) -> LiveResponse:
+        state = app_state(request.app)
+        # Exactly the transcript read's scope: 401, and 404 for another caller's session.
+        record = await state.transcripts.session(credentials, session_id, with_turns=False)
+        follower = state.live.subscribe(record.session_id, credentials)
+        started = record.created_at
+        transform = redact_pii if redact == "pii" else None
+
+        async def events() -> AsyncIterator[ServerSentEvent]:
+            stream = follow(state.live, follower, record.id, last_event_id or 0, state.settings)
+            async for item in stream:
+                if isinstance(item, LiveTurn):
+                    text = item.text if transform is None else transform(item.text)
+                    data = orjson.dumps(turn(item, text, started), option=_OPTIONS).decode()
+                    yield ServerSentEvent(data=data, event="turn", id=str(item.seq))
+                elif isinstance(item, Finalized):
+                    data = orjson.dumps(finalized(item.session), option=_OPTIONS).decode()
+                    yield ServerSentEvent(data=data, event="finalized")
+                elif isinstance(item, ShuttingDown):
+                    yield ServerSentEvent(retry=state.settings.stream_retry_ms)
+                elif isinstance(item, Idle | Dropped):
+                    return
+
+        return LiveResponse(events(), state.live, follower, state.settings)
+
+    endpoint.__annotations__["session_id"] = session_id
+    add_slash_agnostic_route(router, path, endpoint, methods=["GET"], **kwargs)

@@ -1,0 +1,239 @@
+"""Live transcripts: who is following which session, and what wakes them.
+
+``LiveHub`` is owned by the application's lifespan. It learns that a session changed from
+the database layer (``transcripts.db.live``): a LISTEN connection on PostgreSQL (one per
+process, whichever replica wrote), the committed units of work on SQLite (one process).
+A notice only says "session S has turns up to seq N" (or "is finalized"); each follower
+then reads from the database what it has not sent yet, so a notice that is lost or
+repeated costs a read, never a turn.
+
+``follow`` is a stream's whole life, dialect-neutral: stored turns after the cursor first,
+then each change as it is announced, then ``Finalized``. Bounds: each follower's queue of
+notices holds ``stream_queue_size``; a follower that lets it fill (its client does not read,
+so the stream is stuck sending) is dropped, and the writer, which only enqueues, never
+waits. A caller holds at most ``stream_max_per_caller`` streams per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import anyio
+
+from transcripts.db.engine import Database
+from transcripts.db.live import FINALIZED, InProcessNotices, LiveReads, PostgresListener
+from transcripts.domain import LiveSession, LiveTurn
+from transcripts.errors import RateLimited
+from transcripts.settings import Settings
+
+__all__ = ["Dropped", "Finalized", "Follower", "Idle", "LiveHub", "ShuttingDown", "follow"]
+
+logger = logging.getLogger(__name__)
+
+# Turns read per statement while catching up: a long transcript goes out in pieces.
+BATCH = 500
+# A hint for a client refused for having too many streams open.
+TOO_MANY_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    session: LiveSession
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing happened for ``stream_idle_seconds``: the stream ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShuttingDown:
+    """The process is stopping: the stream ends, and the client should come back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The session is gone (deleted while followed)."""
+
+
+Event = LiveTurn | Finalized | Idle | ShuttingDown | Dropped
+
+
+@dataclass(eq=False)
+class Follower:
+    """One open stream: its session, what it has sent, and its queue of notices."""
+
+    session_id: str
+    caller: Hashable
+    queue: asyncio.Queue[int]
+    sent: int = 0
+    # Set when the follower must stop at once (it fell behind, or the process stops).
+    on_drop: Callable[[], None] | None = None
+    dropped: bool = False
+    # Set when the process stops (by the lifespan, or by sse-starlette on the server's exit
+    # signal, which happens first under uvicorn: it drains connections before the lifespan).
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+
+
+class LiveHub:
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self._settings = settings
+        self.reads = LiveReads(database)
+        self._by_session: dict[str, set[Follower]] = {}
+        self._by_caller: dict[Hashable, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._in_process: InProcessNotices | None = None
+        self._listener: PostgresListener | None = None
+        if database.backend == "postgresql":
+            self._listener = PostgresListener(
+                settings.database_url,
+                self.publish,
+                self.wake_all,
+                connect_timeout=settings.db_connect_timeout_seconds,
+            )
+        else:
+            self._in_process = InProcessNotices(database, self.publish)
+
+    @property
+    def followers(self) -> int:
+        return sum(len(followers) for followers in self._by_session.values())
+
+    async def start(self) -> None:
+        if self._listener is not None:
+            self._task = asyncio.create_task(self._listener.run(), name="live-listener")
+
+    @property
+    def listening(self) -> bool:
+        """Whether notices can arrive: the LISTEN connection is up (always, on SQLite)."""
+        return self._listener is None or self._listener.connected.is_set()
+
+    async def stop(self) -> None:
+        for followers in list(self._by_session.values()):
+            for follower in list(followers):
+                follower.stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        if self._in_process is not None:
+            self._in_process.close()
+
+    def subscribe(self, session_id: str, caller: Hashable) -> Follower:
+        """A new follower of the session; 429 past the caller's limit of open streams."""
+        limit = self._settings.stream_max_per_caller
+        if self._by_caller.get(caller, 0) >= limit:
+            raise RateLimited(
+                f"Too many open streams: at most {limit} per caller.",
+                retry_after=TOO_MANY_RETRY_AFTER_SECONDS,
+            )
+        follower = Follower(session_id, caller, asyncio.Queue(self._settings.stream_queue_size))
+        self._by_session.setdefault(session_id, set()).add(follower)
+        self._by_caller[caller] = self._by_caller.get(caller, 0) + 1
+        return follower
+
+    def unsubscribe(self, follower: Follower) -> None:
+        followers = self._by_session.get(follower.session_id)
+        if followers is None or follower not in followers:
+            return
+        followers.discard(follower)
+        if not followers:
+            del self._by_session[follower.session_id]
+        left = self._by_caller[follower.caller] - 1
+        if left:
+            self._by_caller[follower.caller] = left
+        else:
+            del self._by_caller[follower.caller]
+
+    def publish(self, session_id: str, seq: int) -> None:
+        """A session changed up to ``seq``: wake its followers that have not sent it.
+        Never waits; a follower whose queue is full is dropped."""
+        for follower in list(self._by_session.get(session_id, ())):
+            if seq <= follower.sent:
+                continue
+            try:
+                follower.queue.put_nowait(seq)
+            except asyncio.QueueFull:
+                self._drop(follower)
+
+    def wake_all(self) -> None:
+        """After notices may have been lost (the listening connection was down): every
+        follower reads again from what it last sent."""
+        for followers in list(self._by_session.values()):
+            for follower in list(followers):
+                try:
+                    follower.queue.put_nowait(FINALIZED)
+                except asyncio.QueueFull:
+                    self._drop(follower)
+
+    def _drop(self, follower: Follower) -> None:
+        if follower.dropped:
+            return
+        follower.dropped = True
+        logger.info("live: dropped a stream of session %s that fell behind", follower.session_id)
+        self.unsubscribe(follower)
+        if follower.on_drop is not None:
+            follower.on_drop()
+
+
+async def follow(
+    hub: LiveHub, follower: Follower, session_pk: int, after: int, settings: Settings
+) -> AsyncIterator[Event]:
+    """The stream of one session for ``follower``, from after seq ``after``.
+
+    The follower is subscribed before the first read, so nothing announced after that read
+    can be missed; the session's row is read before its turns, so once it says finalized
+    the turns read next are all there will ever be.
+    """
+    follower.sent = after
+    idle = settings.stream_idle_seconds
+    try:
+        while True:
+            session = await hub.reads.session(session_pk)
+            if session is None:
+                yield Dropped()
+                return
+            while True:
+                turns = await hub.reads.turns_after(session_pk, follower.sent, BATCH)
+                for turn in turns:
+                    follower.sent = turn.seq
+                    yield turn
+                if len(turns) < BATCH:
+                    break
+            if session.finalized_at is not None:
+                yield Finalized(session)
+                return
+            if not await _next_notice(follower, idle):
+                yield ShuttingDown() if follower.stopping.is_set() else Idle()
+                return
+    finally:
+        hub.unsubscribe(follower)
+
+
+async def _next_notice(follower: Follower, idle: float) -> bool:
+    """Wait for a notice of something not sent yet (taking every one queued); False when
+    the stream should end instead (idle too long, or the process stopping)."""
+    deadline = asyncio.get_running_loop().time() + idle
+    while True:
+        if follower.stopping.is_set():
+            return False
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0 or math.isnan(remaining):
+            return False
+        stop = asyncio.ensure_future(follower.stopping.wait())
+        get = asyncio.ensure_future(follower.queue.get())
+        try:
+            await asyncio.wait({stop, get}, timeout=remaining, return_when="FIRST_COMPLETED")
+        finally:
+            stop.cancel()
+            get.cancel()  # a no-op once it has taken a notice
+        if get.done() and not get.cancelled():
+            newest = get.result()
+            while not follower.queue.empty():
+                newest = max(newest, follower.queue.get_nowait())
+            if newest > follower.sent:
+                return True
