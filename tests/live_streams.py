@@ -47,9 +47,9 @@ class SseReader:
     def __init__(self, response: httpx.Response) -> None:
         self._lines = response.aiter_lines()
 
-    async def next(self, timeout: float = 20) -> SseEvent | None:
+    async def next(self, within: float = 20) -> SseEvent | None:
         """The next event or comment block; None when the server ended the stream."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             current = SseEvent()
             seen = False
             async for line in self._lines:
@@ -72,11 +72,11 @@ class SseReader:
                     current.retry = int(value)
             return current if seen else None
 
-    async def turns(self, count: int, timeout: float = 20) -> list[SseEvent]:
+    async def turns(self, count: int, within: float = 20) -> list[SseEvent]:
         """The next ``count`` turn events, heartbeats skipped."""
         found: list[SseEvent] = []
         while len(found) < count:
-            event = await self.next(timeout)
+            event = await self.next(within)
             assert event is not None, f"the stream ended after {len(found)} of {count} turns"
             if event.event is None and event.comments:
                 continue
@@ -84,10 +84,10 @@ class SseReader:
             found.append(event)
         return found
 
-    async def next_event(self, timeout: float = 20) -> SseEvent | None:
+    async def next_event(self, within: float = 20) -> SseEvent | None:
         """The next event that is not a heartbeat; None at the end of the stream."""
         while True:
-            event = await self.next(timeout)
+            event = await self.next(within)
             if event is None or event.event is not None or event.retry is not None:
                 return event
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from transcripts.db.engine import Database
+from transcripts.db.engine import Database, is_unavailable
 from transcripts.db.live import FINALIZED, InProcessNotices, LiveReads, PostgresListener
 from transcripts.domain import LiveSession, LiveTurn
 from transcripts.errors import RateLimited
@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Turns read per statement while catching up: a long transcript goes out in pieces.
 BATCH = 500
+# How long a stream waits before reading again when the database cannot answer.
+READ_RETRY_SECONDS = 0.5
 # A hint for a client refused for having too many streams open.
 TOO_MANY_RETRY_AFTER_SECONDS = 5
 
@@ -193,25 +195,48 @@ async def follow(
     idle = settings.stream_idle_seconds
     try:
         while True:
-            session = await hub.reads.session(session_pk)
+            try:
+                session = await hub.reads.session(session_pk)
+                turns = [] if session is None else await _turns_after(hub, session_pk, follower)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # The database is away (a restart, a failover): the stream waits for it, and
+                # reads again from what it last sent once it answers.
+                logger.warning(
+                    "live: cannot read session %s (%s)", follower.session_id, type(exc).__name__
+                )
+                if not await _pause(follower, READ_RETRY_SECONDS):
+                    yield ShuttingDown()
+                    return
+                continue
             if session is None:
                 yield Dropped()
                 return
-            while True:
-                turns = await hub.reads.turns_after(session_pk, follower.sent, BATCH)
-                for turn in turns:
-                    follower.sent = turn.seq
-                    yield turn
-                if len(turns) < BATCH:
-                    break
-            if session.finalized_at is not None:
+            for turn in turns:
+                follower.sent = turn.seq
+                yield turn
+            if session.finalized_at is not None and len(turns) < BATCH:
                 yield Finalized(session)
                 return
+            if len(turns) == BATCH:
+                continue  # more to catch up on
             if not await _next_notice(follower, idle):
                 yield ShuttingDown() if follower.stopping.is_set() else Idle()
                 return
     finally:
         hub.unsubscribe(follower)
+
+
+async def _turns_after(hub: LiveHub, session_pk: int, follower: Follower) -> list[LiveTurn]:
+    return await hub.reads.turns_after(session_pk, follower.sent, BATCH)
+
+
+async def _pause(follower: Follower, seconds: float) -> bool:
+    """Sleep ``seconds``; False if the process began stopping meanwhile."""
+    with anyio.move_on_after(seconds):
+        await follower.stopping.wait()
+    return not follower.stopping.is_set()
 
 
 async def _next_notice(follower: Follower, idle: float) -> bool:
