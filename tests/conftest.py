@@ -159,6 +159,10 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The suite's apps compare answers header for header and share one client address:
         # rate limits are tested on apps of their own (tests/test_rate_limits.py).
         "rate_limit_enabled": False,
+        # The in-process client reads a live stream whole: one of a session in progress
+        # ends soon after it has nothing more to send (tests/test_live_streams.py runs
+        # real servers for the live part).
+        "stream_idle_seconds": 0.5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from transcripts.redaction import redact_pii
 from transcripts.settings import Settings
 from transcripts.state import app_state
 
-__all__ = ["STREAM_200", "add_stream_route"]
+__all__ = ["STREAM_200", "STREAM_429", "add_stream_route"]
 
 # (the turn, its text as sent, the session's start) -> the dialect's item
 TurnMapper = Callable[[LiveTurn, str, datetime], dict[str, Any]]
@@ -58,8 +58,32 @@ STREAM_200: dict[str, Any] = {
         "An event stream: `event: turn` (id: increasing within the session; data: one"
         " transcript item), then `event: finalized` and the end; `: ping` comments between."
     ),
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "description": "One event of the stream (heartbeat comments are not events).",
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string", "enum": ["turn", "finalized"]},
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "data": {
+                        "type": "string",
+                        "description": "JSON: the item, or the end of the session.",
+                    },
+                    "retry": {
+                        "type": "integer",
+                        "description": "On shutdown: reconnect after this many milliseconds.",
+                    },
+                },
+            }
+        }
+    },
 }
+
+STREAM_429 = (
+    "Over the caller's rate limit, or the caller already has STREAM_MAX_PER_CALLER streams"
+    " open on this worker; Retry-After says when to retry."
+)
 
 # How long a stream may take to say goodbye once the server is told to stop: it has only
 # a `retry:` line to send, and uvicorn waits for it before the process can exit.

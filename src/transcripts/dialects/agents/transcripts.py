@@ -10,14 +10,10 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdPath
-from transcripts.dialects.agents.envelope import (
-    ENVELOPE_ERROR_RESPONSES,
-    envelope_error_responses,
-    envelope_response,
-)
+from transcripts.dialects.agents.envelope import ENVELOPE_ERROR_RESPONSES, envelope_response
 from transcripts.dialects.agents.mapper import live_finalized_data, live_turn_data, session_summary
 from transcripts.dialects.hot import add_hot_route
-from transcripts.dialects.streams import STREAM_200, add_stream_route
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
 from transcripts.recordings import link_for
@@ -84,7 +80,11 @@ add_stream_route(
         " STREAM_MAX_PER_CALLER open streams."
     ),
     tags=["Agent sessions"],
-    responses={200: STREAM_200, **envelope_error_responses(429)},
+    responses={
+        200: STREAM_200,
+        **ENVELOPE_ERROR_RESPONSES,
+        429: {**ENVELOPE_ERROR_RESPONSES[429], "description": STREAM_429},
+    },
     openapi_extra=SECURITY,
     response_class=Response,
 )

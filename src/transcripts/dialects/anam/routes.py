@@ -27,7 +27,7 @@ from transcripts.dialects.anam.mapper import (
 )
 from transcripts.dialects.hot import add_hot_route
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
-from transcripts.dialects.streams import STREAM_200, add_stream_route
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
@@ -147,7 +147,14 @@ add_stream_route(
         " endTime, durationMs, totalMessages}` and the end. `: ping` every"
         " STREAM_HEARTBEAT_SECONDS; 429 past STREAM_MAX_PER_CALLER open streams."
     ),
-    **{**_docs(SessionTranscript), "responses": {200: STREAM_200, **ANAM_ERROR_RESPONSES}},
+    **{
+        **_docs(SessionTranscript),
+        "responses": {
+            200: STREAM_200,
+            **ANAM_ERROR_RESPONSES,
+            429: {**ANAM_ERROR_RESPONSES[429], "description": STREAM_429},
+        },
+    },
 )
 add_slash_agnostic_route(
     router,
