@@ -498,25 +498,39 @@ async def test_every_turn_arrives_across_a_postgresql_outage(
     assert [int(event.id or "") for event in received] == [1, 2, 3, 4, 5, 6]
 
 
-async def test_shutdown_ends_open_streams_with_a_retry_hint(tmp_path: Path) -> None:
+async def test_open_streams_are_not_requests_in_flight_and_shutdown_ends_them_with_retry(
+    tmp_path: Path,
+) -> None:
     url = migrate(f"sqlite+aiosqlite:///{tmp_path / 'shutdown.db'}")
     person = await identity(url)
-    env = server_env(url, tmp_path, TRANSCRIPTS_STREAM_RETRY_MS="2500")
-    with transcripts_process("serve", env=env) as server:
+    env = server_env(
+        url,
+        tmp_path,
+        TRANSCRIPTS_STREAM_RETRY_MS="2500",
+        TRANSCRIPTS_MAX_REQUESTS_IN_FLIGHT="1",
+    )
+    # uvicorn would wait this long for open connections: the streams must end before.
+    with transcripts_process("serve", "--graceful-timeout", "60", env=env) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             worker = Worker(client, person.key)
             session_id = await worker.start(person.slug)
             await appended(worker, session_id, 0)
-            async with open_stream(client, stream_path("agents", session_id), person.key) as (
-                _,
-                events,
+            async with (
+                open_stream(client, stream_path("agents", session_id), person.key) as (_, one),
+                open_stream(client, stream_path("anam", session_id), person.jwt) as (_, two),
             ):
-                await events.turns(1)
+                await one.turns(1)
+                await two.turns(1)
+                # Two streams open, and a request is still answered with one in flight allowed.
+                read = await client.get(
+                    stream_path("anam", session_id)[: -len("/stream")], headers=person.key
+                )
+                assert read.status_code == 200
                 server.process.send_signal(signal.SIGTERM)
-                last: SseEvent | None = await events.next_event(within=10)
-                assert last is not None
-                assert last.retry == 2500
-                assert last.event is None
-                assert await events.next_event(within=10) is None
-        # Well within uvicorn's wait for open connections: the streams ended by themselves.
+                for events in (one, two):
+                    last: SseEvent | None = await events.next_event(within=10)
+                    assert last is not None
+                    assert last.retry == 2500
+                    assert last.event is None
+                    assert await events.next_event(within=10) is None
         assert await asyncio.to_thread(server.process.wait, 10) == -signal.SIGTERM

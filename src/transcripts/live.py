@@ -31,7 +31,16 @@ from transcripts.domain import LiveSession, LiveTurn
 from transcripts.errors import RateLimited
 from transcripts.settings import Settings
 
-__all__ = ["Dropped", "Finalized", "Follower", "Idle", "LiveHub", "ShuttingDown", "follow"]
+__all__ = [
+    "Dropped",
+    "Finalized",
+    "Follower",
+    "Idle",
+    "LiveHub",
+    "ShuttingDown",
+    "follow",
+    "open_streams",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,15 @@ BATCH = 500
 READ_RETRY_SECONDS = 0.5
 # A hint for a client refused for having too many streams open.
 TOO_MANY_RETRY_AFTER_SECONDS = 5
+
+
+# Streams open in this process, every hub's: the server leaves them out of its count of
+# requests in flight (transcripts.server).
+_open = 0
+
+
+def open_streams() -> int:
+    return _open
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +154,8 @@ class LiveHub:
         follower = Follower(session_id, caller, asyncio.Queue(self._settings.stream_queue_size))
         self._by_session.setdefault(session_id, set()).add(follower)
         self._by_caller[caller] = self._by_caller.get(caller, 0) + 1
+        global _open
+        _open += 1
         return follower
 
     def unsubscribe(self, follower: Follower) -> None:
@@ -143,6 +163,8 @@ class LiveHub:
         if followers is None or follower not in followers:
             return
         followers.discard(follower)
+        global _open
+        _open -= 1
         if not followers:
             del self._by_session[follower.session_id]
         left = self._by_caller[follower.caller] - 1
