@@ -11,19 +11,19 @@ repeated costs a read, never a turn.
 then each change as it is announced, then ``Finalized``. Bounds: each follower's queue of
 notices holds ``stream_queue_size``; a follower that lets it fill (its client does not read,
 so the stream is stuck sending) is dropped, and the writer, which only enqueues, never
-waits. A caller holds at most ``stream_max_per_caller`` streams per process.
+waits. The queue is kept as what a follower does with it: it takes every waiting notice
+at once and needs only the newest seq, so it is a count and a maximum, and waiting for it
+is one ``asyncio.Event`` (no task per wait: an idle stream costs what it holds). A caller
+holds at most ``stream_max_per_caller`` streams per process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import suppress
 from dataclasses import dataclass, field
-
-import anyio
 
 from transcripts.db.engine import Database, is_unavailable
 from transcripts.db.live import FINALIZED, InProcessNotices, LiveReads, PostgresListener
@@ -84,20 +84,53 @@ class Dropped:
 Event = LiveTurn | Finalized | Idle | ShuttingDown | Dropped
 
 
-@dataclass(eq=False)
+class Stop:
+    """Set when a stream must end because the process stops: by the hub (the lifespan), or
+    by sse-starlette on the server's exit signal, which comes first under uvicorn (it drains
+    connections before the lifespan ends). sse-starlette only calls ``set()``."""
+
+    __slots__ = ("_set", "_wake")
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._set = False
+        self._wake = wake
+
+    def set(self) -> None:
+        self._set = True
+        self._wake.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+@dataclass(eq=False, slots=True)
 class Follower:
     """One open stream: its session, what it has sent, and its queue of notices."""
 
     session_id: str
     caller: Hashable
-    queue: asyncio.Queue[int]
+    capacity: int
     sent: int = 0
-    # Set when the follower must stop at once (it fell behind, or the process stops).
+    # The queue: how many notices wait, and the newest seq among them.
+    waiting: int = 0
+    newest: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: Stop = field(init=False)
+    # Ends the stream at once (set by the response): it fell behind.
     on_drop: Callable[[], None] | None = None
     dropped: bool = False
-    # Set when the process stops (by the lifespan, or by sse-starlette on the server's exit
-    # signal, which happens first under uvicorn: it drains connections before the lifespan).
-    stopping: anyio.Event = field(default_factory=anyio.Event)
+
+    def __post_init__(self) -> None:
+        self.stop = Stop(self.wake)
+
+    def offer(self, seq: int) -> bool:
+        """Queue a notice; False when the queue is full."""
+        if self.waiting >= self.capacity:
+            return False
+        self.waiting += 1
+        self.newest = max(self.newest, seq)
+        self.wake.set()
+        return True
 
 
 class LiveHub:
@@ -135,7 +168,7 @@ class LiveHub:
     async def stop(self) -> None:
         for followers in list(self._by_session.values()):
             for follower in list(followers):
-                follower.stopping.set()
+                follower.stop.set()
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -151,7 +184,7 @@ class LiveHub:
                 f"Too many open streams: at most {limit} per caller.",
                 retry_after=TOO_MANY_RETRY_AFTER_SECONDS,
             )
-        follower = Follower(session_id, caller, asyncio.Queue(self._settings.stream_queue_size))
+        follower = Follower(session_id, caller, self._settings.stream_queue_size)
         self._by_session.setdefault(session_id, set()).add(follower)
         self._by_caller[caller] = self._by_caller.get(caller, 0) + 1
         global _open
@@ -179,9 +212,7 @@ class LiveHub:
         for follower in list(self._by_session.get(session_id, ())):
             if seq <= follower.sent:
                 continue
-            try:
-                follower.queue.put_nowait(seq)
-            except asyncio.QueueFull:
+            if not follower.offer(seq):
                 self._drop(follower)
 
     def wake_all(self) -> None:
@@ -189,9 +220,7 @@ class LiveHub:
         follower reads again from what it last sent."""
         for followers in list(self._by_session.values()):
             for follower in list(followers):
-                try:
-                    follower.queue.put_nowait(FINALIZED)
-                except asyncio.QueueFull:
+                if not follower.offer(FINALIZED):
                     self._drop(follower)
 
     def _drop(self, follower: Follower) -> None:
@@ -244,7 +273,7 @@ async def follow(
             if len(turns) == BATCH:
                 continue  # more to catch up on
             if not await _next_notice(follower, idle):
-                yield ShuttingDown() if follower.stopping.is_set() else Idle()
+                yield ShuttingDown() if follower.stop.is_set() else Idle()
                 return
     finally:
         hub.unsubscribe(follower)
@@ -256,9 +285,12 @@ async def _turns_after(hub: LiveHub, session_pk: int, follower: Follower) -> lis
 
 async def _pause(follower: Follower, seconds: float) -> bool:
     """Sleep ``seconds``; False if the process began stopping meanwhile."""
-    with anyio.move_on_after(seconds):
-        await follower.stopping.wait()
-    return not follower.stopping.is_set()
+    with suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while not follower.stop.is_set():
+                follower.wake.clear()
+                await follower.wake.wait()
+    return not follower.stop.is_set()
 
 
 async def _next_notice(follower: Follower, idle: float) -> bool:
@@ -266,21 +298,16 @@ async def _next_notice(follower: Follower, idle: float) -> bool:
     the stream should end instead (idle too long, or the process stopping)."""
     deadline = asyncio.get_running_loop().time() + idle
     while True:
-        if follower.stopping.is_set():
+        if follower.stop.is_set():
             return False
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0 or math.isnan(remaining):
-            return False
-        stop = asyncio.ensure_future(follower.stopping.wait())
-        get = asyncio.ensure_future(follower.queue.get())
-        try:
-            await asyncio.wait({stop, get}, timeout=remaining, return_when="FIRST_COMPLETED")
-        finally:
-            stop.cancel()
-            get.cancel()  # a no-op once it has taken a notice
-        if get.done() and not get.cancelled():
-            newest = get.result()
-            while not follower.queue.empty():
-                newest = max(newest, follower.queue.get_nowait())
-            if newest > follower.sent:
+        if follower.waiting:
+            follower.waiting = 0
+            if follower.newest > follower.sent:
                 return True
+            continue
+        follower.wake.clear()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await follower.wake.wait()
+        except TimeoutError:
+            return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 import orjson
@@ -112,7 +112,8 @@ class LiveResponse(EventSourceResponse):
             ping_message_factory=_ping,
             # A client that reads nothing for this long is gone, or as good as gone.
             send_timeout=settings.stream_send_timeout_seconds,
-            shutdown_event=follower.stopping,
+            # sse-starlette only calls set() on it: the follower's own stop does for one.
+            shutdown_event=cast("anyio.Event", follower.stop),
             shutdown_grace_period=_SHUTDOWN_GRACE_SECONDS,
         )
         self._hub = hub
