@@ -7,7 +7,9 @@
    process). The worker appends the next turn once the event arrived, so each figure is one
    turn's trip, not a queue. Negative: the event arrived before the acknowledgement.
 2. Memory. One worker process holds 1,000 open, idle streams (1,000 sessions, one stored turn
-   each, read, then nothing); its resident memory before and after, divided by 1,000.
+   each, read, then nothing); its resident memory before, at 500 and at 1,000: the increase
+   over all 1,000, and over the second 500 (what one more stream costs once the process's
+   pools and caches are warm), each per stream.
 
     python -m bench.streams            # prints the figures bench/STREAMS.md records
 
@@ -180,8 +182,8 @@ async def _open_idle_streams(
         return writer
 
     writers = []
-    for start in range(0, len(session_ids), 50):
-        writers += await asyncio.gather(*(one(s) for s in session_ids[start : start + 50]))
+    for start in range(0, len(session_ids), 20):
+        writers += await asyncio.gather(*(one(s) for s in session_ids[start : start + 20]))
     return writers
 
 
@@ -201,8 +203,12 @@ async def _idle_memory(
         connection.close()
     await asyncio.sleep(2)
     before = _rss_kib(pid)
+    half = STREAMS // 2
     started = time.perf_counter()
-    streams = await _open_idle_streams(server, headers, session_ids[20:])
+    streams = await _open_idle_streams(server, headers, session_ids[20 : 20 + half])
+    await asyncio.sleep(3)
+    middle = _rss_kib(pid)
+    streams += await _open_idle_streams(server, headers, session_ids[20 + half :])
     opened_in = time.perf_counter() - started
     await asyncio.sleep(5)  # idle: heartbeats only
     after = _rss_kib(pid)
@@ -211,8 +217,10 @@ async def _idle_memory(
     return {
         "streams": len(streams),
         "rss_before_mib": before / 1024,
+        "rss_middle_mib": middle / 1024,
         "rss_after_mib": after / 1024,
         "kib_per_stream": (after - before) / len(streams),
+        "kib_per_stream_second_half": (after - middle) / (len(streams) - half),
         "opened_in_s": opened_in,
     }
 
@@ -270,7 +278,9 @@ def main() -> None:
     print(
         f"idle streams on one worker: {memory['streams']:.0f}, opened in"
         f" {memory['opened_in_s']:.1f} s; RSS {memory['rss_before_mib']:.1f} MiB ->"
-        f" {memory['rss_after_mib']:.1f} MiB: {memory['kib_per_stream']:.1f} KiB per stream"
+        f" {memory['rss_middle_mib']:.1f} MiB (half) -> {memory['rss_after_mib']:.1f} MiB:"
+        f" {memory['kib_per_stream']:.1f} KiB per stream overall,"
+        f" {memory['kib_per_stream_second_half']:.1f} KiB per stream of the second half"
     )
 
 

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transcripts.db.engine import Database, is_unavailable
 from transcripts.db.live import FINALIZED, InProcessNotices, LiveReads, PostgresListener
@@ -35,6 +35,7 @@ __all__ = [
     "Dropped",
     "Finalized",
     "Follower",
+    "Heartbeat",
     "Idle",
     "LiveHub",
     "ShuttingDown",
@@ -81,31 +82,23 @@ class Dropped:
     """The session is gone (deleted while followed)."""
 
 
-Event = LiveTurn | Finalized | Idle | ShuttingDown | Dropped
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing to send for a while: a comment keeps proxies from closing the connection."""
 
 
-class Stop:
-    """Set when a stream must end because the process stops: by the hub (the lifespan), or
-    by sse-starlette on the server's exit signal, which comes first under uvicorn (it drains
-    connections before the lifespan ends). sse-starlette only calls ``set()``."""
+HEARTBEAT = Heartbeat()
 
-    __slots__ = ("_set", "_wake")
-
-    def __init__(self, wake: asyncio.Event) -> None:
-        self._set = False
-        self._wake = wake
-
-    def set(self) -> None:
-        self._set = True
-        self._wake.set()
-
-    def is_set(self) -> bool:
-        return self._set
+Event = LiveTurn | Finalized | Idle | ShuttingDown | Dropped | Heartbeat
 
 
 @dataclass(eq=False, slots=True)
 class Follower:
-    """One open stream: its session, what it has sent, and its queue of notices."""
+    """One open stream: its session, what it has sent, and its queue of notices.
+
+    It is also the stream's stop signal (``set``/``is_set``): set by the hub (the lifespan)
+    or by sse-starlette on the server's exit signal, which comes first under uvicorn (it
+    drains connections before the lifespan ends); sse-starlette only calls ``set()``."""
 
     session_id: str
     caller: Hashable
@@ -114,14 +107,13 @@ class Follower:
     # The queue: how many notices wait, and the newest seq among them.
     waiting: int = 0
     newest: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    stop: Stop = field(init=False)
+    stopped: bool = False
     # Ends the stream at once (set by the response): it fell behind.
     on_drop: Callable[[], None] | None = None
     dropped: bool = False
-
-    def __post_init__(self) -> None:
-        self.stop = Stop(self.wake)
+    # While the stream waits: what wakes it (a future, not an Event: an Event's deque of
+    # waiters alone is about 600 bytes, per stream, for good).
+    _waiter: asyncio.Future[None] | None = None
 
     def offer(self, seq: int) -> bool:
         """Queue a notice; False when the queue is full."""
@@ -129,8 +121,31 @@ class Follower:
             return False
         self.waiting += 1
         self.newest = max(self.newest, seq)
-        self.wake.set()
+        self._wake()
         return True
+
+    def set(self) -> None:
+        self.stopped = True
+        self._wake()
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def woken(self, deadline: float) -> bool:
+        """Wait until woken (True) or until the loop's time ``deadline`` (False)."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
 
 
 class LiveHub:
@@ -168,7 +183,7 @@ class LiveHub:
     async def stop(self) -> None:
         for followers in list(self._by_session.values()):
             for follower in list(followers):
-                follower.stop.set()
+                follower.set()
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -240,10 +255,13 @@ async def follow(
 
     The follower is subscribed before the first read, so nothing announced after that read
     can be missed; the session's row is read before its turns, so once it says finalized
-    the turns read next are all there will ever be.
+    the turns read next are all there will ever be. ``Heartbeat`` comes whenever
+    ``stream_heartbeat_seconds`` pass with nothing else to send (here, not in a task of
+    sse-starlette's: one task less per stream).
     """
     follower.sent = after
-    idle = settings.stream_idle_seconds
+    loop = asyncio.get_running_loop()
+    idle_until = loop.time() + settings.stream_idle_seconds
     try:
         while True:
             try:
@@ -257,7 +275,8 @@ async def follow(
                 logger.warning(
                     "live: cannot read session %s (%s)", follower.session_id, type(exc).__name__
                 )
-                if not await _pause(follower, READ_RETRY_SECONDS):
+                await follower.woken(loop.time() + READ_RETRY_SECONDS)
+                if follower.stopped:
                     yield ShuttingDown()
                     return
                 continue
@@ -267,47 +286,33 @@ async def follow(
             for turn in turns:
                 follower.sent = turn.seq
                 yield turn
+            if turns:
+                idle_until = loop.time() + settings.stream_idle_seconds
             if session.finalized_at is not None and len(turns) < BATCH:
                 yield Finalized(session)
                 return
             if len(turns) == BATCH:
                 continue  # more to catch up on
-            if not await _next_notice(follower, idle):
-                yield ShuttingDown() if follower.stop.is_set() else Idle()
-                return
+            while True:
+                if follower.stopped:
+                    yield ShuttingDown()
+                    return
+                if follower.waiting:
+                    # Every notice waiting, at once: one read covers them all.
+                    follower.waiting = 0
+                    if follower.newest > follower.sent:
+                        break
+                    continue
+                now = loop.time()
+                if now >= idle_until:
+                    yield Idle()
+                    return
+                beat = now + settings.stream_heartbeat_seconds
+                if not await follower.woken(min(beat, idle_until)) and beat <= idle_until:
+                    yield HEARTBEAT
     finally:
         hub.unsubscribe(follower)
 
 
 async def _turns_after(hub: LiveHub, session_pk: int, follower: Follower) -> list[LiveTurn]:
     return await hub.reads.turns_after(session_pk, follower.sent, BATCH)
-
-
-async def _pause(follower: Follower, seconds: float) -> bool:
-    """Sleep ``seconds``; False if the process began stopping meanwhile."""
-    with suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while not follower.stop.is_set():
-                follower.wake.clear()
-                await follower.wake.wait()
-    return not follower.stop.is_set()
-
-
-async def _next_notice(follower: Follower, idle: float) -> bool:
-    """Wait for a notice of something not sent yet (taking every one queued); False when
-    the stream should end instead (idle too long, or the process stopping)."""
-    deadline = asyncio.get_running_loop().time() + idle
-    while True:
-        if follower.stop.is_set():
-            return False
-        if follower.waiting:
-            follower.waiting = 0
-            if follower.newest > follower.sent:
-                return True
-            continue
-        follower.wake.clear()
-        try:
-            async with asyncio.timeout_at(deadline):
-                await follower.wake.wait()
-        except TimeoutError:
-            return False

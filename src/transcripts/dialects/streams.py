@@ -25,7 +25,16 @@ from starlette.types import Receive, Scope, Send
 from transcripts.dependencies import CredentialsDep
 from transcripts.dialects.routing import add_slash_agnostic_route
 from transcripts.domain import LiveSession, LiveTurn
-from transcripts.live import Dropped, Finalized, Follower, Idle, LiveHub, ShuttingDown, follow
+from transcripts.live import (
+    Dropped,
+    Finalized,
+    Follower,
+    Heartbeat,
+    Idle,
+    LiveHub,
+    ShuttingDown,
+    follow,
+)
 from transcripts.redaction import redact_pii
 from transcripts.settings import Settings
 from transcripts.state import app_state
@@ -91,8 +100,7 @@ _SHUTDOWN_GRACE_SECONDS = 1.0
 _OPTIONS = orjson.OPT_UTC_Z
 
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping")
+_PING = ServerSentEvent(comment="ping")
 
 
 class LiveResponse(EventSourceResponse):
@@ -108,12 +116,12 @@ class LiveResponse(EventSourceResponse):
     ) -> None:
         super().__init__(
             content,
-            ping=settings.stream_heartbeat_seconds,
-            ping_message_factory=_ping,
+            # Heartbeats come from the stream itself (live.follow): no ping task per stream.
+            ping=0,
             # A client that reads nothing for this long is gone, or as good as gone.
             send_timeout=settings.stream_send_timeout_seconds,
-            # sse-starlette only calls set() on it: the follower's own stop does for one.
-            shutdown_event=cast("anyio.Event", follower.stop),
+            # sse-starlette only calls set() on it, which the follower has.
+            shutdown_event=cast("anyio.Event", follower),
             shutdown_grace_period=_SHUTDOWN_GRACE_SECONDS,
         )
         self._hub = hub
@@ -153,25 +161,48 @@ def add_stream_route(
         # Exactly the transcript read's scope: 401, and 404 for another caller's session.
         record = await state.transcripts.session(credentials, session_id, with_turns=False)
         follower = state.live.subscribe(record.session_id, credentials)
-        started = record.created_at
-        transform = redact_pii if redact == "pii" else None
-
-        async def events() -> AsyncIterator[ServerSentEvent]:
-            stream = follow(state.live, follower, record.id, last_event_id or 0, state.settings)
-            async for item in stream:
-                if isinstance(item, LiveTurn):
-                    text = item.text if transform is None else transform(item.text)
-                    data = orjson.dumps(turn(item, text, started), option=_OPTIONS).decode()
-                    yield ServerSentEvent(data=data, event="turn", id=str(item.seq))
-                elif isinstance(item, Finalized):
-                    data = orjson.dumps(finalized(item.session), option=_OPTIONS).decode()
-                    yield ServerSentEvent(data=data, event="finalized")
-                elif isinstance(item, ShuttingDown):
-                    yield ServerSentEvent(retry=state.settings.stream_retry_ms)
-                elif isinstance(item, Idle | Dropped):
-                    return
-
-        return LiveResponse(events(), state.live, follower, state.settings)
+        events = _events(
+            state.live,
+            follower,
+            state.settings,
+            session_pk=record.id,
+            after=last_event_id or 0,
+            started=record.created_at,
+            redact=redact == "pii",
+            turn=turn,
+            finalized=finalized,
+        )
+        return LiveResponse(events, state.live, follower, state.settings)
 
     endpoint.__annotations__["session_id"] = session_id
     add_slash_agnostic_route(router, path, endpoint, methods=["GET"], **kwargs)
+
+
+async def _events(
+    hub: LiveHub,
+    follower: Follower,
+    settings: Settings,
+    *,
+    session_pk: int,
+    after: int,
+    started: datetime,
+    redact: bool,
+    turn: TurnMapper,
+    finalized: FinalizedMapper,
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events in the dialect's shapes. A generator of its own, holding only
+    what it uses: an idle stream keeps this frame for as long as it is open."""
+    async for item in follow(hub, follower, session_pk, after, settings):
+        if isinstance(item, LiveTurn):
+            text = redact_pii(item.text) if redact else item.text
+            data = orjson.dumps(turn(item, text, started), option=_OPTIONS).decode()
+            yield ServerSentEvent(data=data, event="turn", id=str(item.seq))
+        elif isinstance(item, Finalized):
+            data = orjson.dumps(finalized(item.session), option=_OPTIONS).decode()
+            yield ServerSentEvent(data=data, event="finalized")
+        elif isinstance(item, Heartbeat):
+            yield _PING
+        elif isinstance(item, ShuttingDown):
+            yield ServerSentEvent(retry=settings.stream_retry_ms)
+        elif isinstance(item, Idle | Dropped):
+            return
