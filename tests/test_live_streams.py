@@ -246,8 +246,11 @@ async def test_last_event_id_resumes_with_exactly_the_turns_not_yet_sent(
     path = stream_path(dialect, session_id)
     async with open_stream(reader_client, path, person.key) as (_, events):
         first = await events.turns(2)
-    # The reader is gone (cut mid-stream); the worker goes on, a retry among the new turns.
+    # The reader is gone (cut mid-stream); the worker goes on, a retry among the new turns,
+    # then a batch refused (a rewrite of a stored turn): rolled back, it numbers nothing.
     await appended(worker, session_id, 1, 2)
+    rewrite = await worker.turns(session_id, [turn(3), turn(2, text="Something else.")])
+    assert rewrite.status_code == 409
     await appended(worker, session_id, 3)
     async with open_stream(reader_client, path, person.key, last_event_id=first[-1].id) as (
         _,
@@ -264,8 +267,8 @@ async def test_last_event_id_resumes_with_exactly_the_turns_not_yet_sent(
     received = first + rest
     assert [event.json()[index_key] for event in received] == [4, 0, 2, 1, 3]
     ids = [int(event.id or "") for event in received]
-    assert ids == sorted(ids)
-    assert len(set(ids)) == 5
+    # 5 went to the retried turn 2 and is never used; the refused batch took none.
+    assert ids == [1, 2, 3, 4, 6]
     items = expected_items(await transcript_reads(reader_client, session_id, person.key), dialect)
     assert [event.json() for event in received] == [items[i] for i in (4, 0, 2, 1, 3)]
 
@@ -308,49 +311,71 @@ ENVELOPE_NOT_FOUND = failure("Session not found.")
 ANAM_NOT_FOUND = {"statusCode": 404, "error": "Not Found", "message": "Session not found"}
 
 
-async def test_not_owned_is_not_found_and_bad_credentials_are_401_before_the_stream(
+READS = {"agents": "/api/agents/agent-session/{}/transcript/", "anam": "/v1/sessions/{}/transcript"}
+UNAUTHORIZED = {
+    "agents": failure("Invalid or inactive credentials."),
+    "anam": {
+        "statusCode": 401,
+        "error": "Unauthorized",
+        "message": "Invalid or inactive credentials",
+    },
+}
+INVALID_ID = "Input should be a valid integer, unable to parse string as an integer"
+BAD_LAST_EVENT_ID = {
+    "agents": failure("Invalid Last-Event-ID.", {"Last-Event-ID": [INVALID_ID]}),
+    "anam": {
+        "statusCode": 400,
+        "error": "Bad Request",
+        "message": f"Invalid Last-Event-ID (Last-Event-ID: {INVALID_ID})",
+    },
+}
+BAD_REDACT = {
+    "agents": failure("Invalid redact.", {"redact": ["Input should be 'pii'"]}),
+    "anam": {
+        "statusCode": 400,
+        "error": "Bad Request",
+        "message": "Invalid redact (redact: Input should be 'pii')",
+    },
+}
+
+
+@pytest.mark.parametrize("dialect", ["agents", "anam"])
+async def test_not_owned_is_not_found_and_refusals_come_before_the_stream_as_the_read_answers(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
     person: Identity,
     deployment: Deployment,
+    dialect: str,
 ) -> None:
     writer_client, reader_client = clients
     worker = Worker(writer_client, person.key)
     session_id = await worker.start(person.slug)
     stranger = await identity(deployment.database_url)
     missing = "00000000-0000-4000-8000-000000000000"
-    for dialect, not_found in (("agents", ENVELOPE_NOT_FOUND), ("anam", ANAM_NOT_FOUND)):
-        for headers in (stranger.key, stranger.jwt):
-            foreign = await reader_client.get(stream_path(dialect, session_id), headers=headers)
-            unknown = await reader_client.get(stream_path(dialect, missing), headers=headers)
-            assert foreign.status_code == unknown.status_code == 404
-            assert foreign.content == unknown.content
-            assert foreign.json() == not_found
-            assert foreign.headers["content-type"] == "application/json"
-        read = await reader_client.get(
-            stream_path(dialect, session_id).replace("stream", "").rstrip("/")
-            + ("/" if dialect == "agents" else ""),
-            headers={"X-API-Key": "sk_" + "0" * 64},
-        )
-        stream = await reader_client.get(
-            stream_path(dialect, session_id), headers={"X-API-Key": "sk_" + "0" * 64}
-        )
-        assert stream.status_code == read.status_code == 401
-        assert stream.content == read.content
-        assert stream.headers["www-authenticate"] == "Bearer"
-        bad_id = await reader_client.get(
-            stream_path(dialect, session_id), headers={**person.key, "Last-Event-ID": "x"}
-        )
-        assert bad_id.status_code == 400
-        bad_redact = await reader_client.get(
-            stream_path(dialect, session_id), headers=person.key, params={"redact": "all"}
-        )
-        assert bad_redact.status_code == 400
-    assert bad_id.json() == {
-        "statusCode": 400,
-        "error": "Bad Request",
-        "message": "Invalid Last-Event-ID (Last-Event-ID: Input should be a valid integer,"
-        " unable to parse string as an integer)",
-    }
+    stream, read = stream_path(dialect, session_id), READS[dialect].format(session_id)
+    not_found = ENVELOPE_NOT_FOUND if dialect == "agents" else ANAM_NOT_FOUND
+    for headers in (stranger.key, stranger.jwt):
+        foreign = await reader_client.get(stream, headers=headers)
+        unknown = await reader_client.get(stream_path(dialect, missing), headers=headers)
+        foreign_read = await reader_client.get(read, headers=headers)
+        assert foreign.status_code == unknown.status_code == foreign_read.status_code == 404
+        # Another caller's session: byte for byte the answer for no session at all.
+        assert foreign.content == unknown.content == foreign_read.content
+        assert foreign.json() == not_found
+        assert foreign.headers["content-type"] == "application/json"
+    for headers in ({"X-API-Key": "sk_" + "0" * 64}, {"Authorization": "Bearer not-a-token"}):
+        refused = await reader_client.get(stream, headers=headers)
+        refused_read = await reader_client.get(read, headers=headers)
+        assert refused.status_code == refused_read.status_code == 401
+        assert refused.content == refused_read.content
+        assert refused.headers["www-authenticate"] == "Bearer"
+    bad_key = await reader_client.get(stream, headers={"X-API-Key": "sk_" + "0" * 64})
+    assert bad_key.json() == UNAUTHORIZED[dialect]
+    bad_id = await reader_client.get(stream, headers={**person.jwt, "Last-Event-ID": "x"})
+    assert bad_id.status_code == 400
+    assert bad_id.json() == BAD_LAST_EVENT_ID[dialect]
+    bad_redact = await reader_client.get(stream, headers=person.key, params={"redact": "all"})
+    assert bad_redact.status_code == 400
+    assert bad_redact.json() == BAD_REDACT[dialect]
 
 
 async def test_streams_past_the_callers_limit_are_429_in_the_dialects_body(
