@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_JWT_SECRET, migrate
+from tests.factories import Factory
+from tests.factories import turns as factory_turns
 from tests.live_streams import (
     Identity,
     SseEvent,
@@ -30,6 +32,7 @@ from tests.live_streams import (
 from tests.servers import Server, transcripts_process
 from tests.tcp_proxy import TcpProxy
 from tests.write_path import SEED_USAGE_BODY, Worker, failure, seed_turn
+from transcripts.settings import Settings
 
 MAX_PER_CALLER = 4
 QUEUE_SIZE = 4
@@ -559,3 +562,30 @@ async def test_open_streams_are_not_requests_in_flight_and_shutdown_ends_them_wi
                     assert last.event is None
                     assert await events.next_event(within=10) is None
         assert await asyncio.to_thread(server.process.wait, 10) == -signal.SIGTERM
+
+
+async def test_a_stream_with_nothing_to_send_ends_after_the_idle_limit(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    """In process (the suite's app: STREAM_IDLE_SECONDS=0.5), on both databases: the wire
+    format byte for byte, and the end of a stream that has nothing more to send."""
+    owner = await factory.user()
+    _, key = await factory.api_key(owner)
+    session = await factory.session(
+        await factory.character(owner), turns=factory_turns(("user", "Hello there."))
+    )
+    assert settings.stream_idle_seconds == 0.5
+    path = stream_path("agents", str(session.session_id))
+    response = await client.get(path, headers={"X-API-Key": key})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.content == (
+        b"id: 1\r\nevent: turn\r\n"
+        b'data: {"role":"user","text":"Hello there.","turn_index":0,"ts":0.42}\r\n\r\n'
+    )
+    anam = await client.get(
+        stream_path("anam", str(session.session_id)),
+        headers={"Authorization": f"Bearer {factory.token(owner.id)}", "Last-Event-ID": "1"},
+    )
+    assert anam.status_code == 200
+    assert anam.content == b""
