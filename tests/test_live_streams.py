@@ -408,6 +408,13 @@ async def test_streams_past_the_callers_limit_are_429_in_the_dialects_body(
             group.create_task(hold("agents" if number % 2 else "anam"))
         await asyncio.sleep(0)
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), 20)
+        metrics = (await reader_client.get("/metrics")).text
+        open_now = next(
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("transcripts_live_streams ")
+        )
+        assert open_now >= MAX_PER_CALLER
         agents = await reader_client.get(stream_path("agents", session_id), headers=person.key)
         anam = await reader_client.get(stream_path("anam", session_id), headers=person.key)
         # Another credential of the same user has streams of its own.
@@ -589,3 +596,6 @@ async def test_a_stream_with_nothing_to_send_ends_after_the_idle_limit(
     )
     assert anam.status_code == 200
     assert anam.content == b""
+    metrics = (await client.get("/metrics")).text
+    assert "\ntranscripts_live_streams 0.0\n" in metrics
+    assert "\ntranscripts_live_listening 1.0\n" in metrics

@@ -37,7 +37,13 @@ from transcripts.errors import (
 )
 from transcripts.limits import RequestGuard
 from transcripts.live import LiveHub
-from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
+from transcripts.observability import (
+    AccessLog,
+    GaugeCollector,
+    Metrics,
+    ObservabilityMiddleware,
+    PoolCollector,
+)
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
@@ -90,6 +96,20 @@ def create_app(
                 live=live,
             )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_streams",
+                    "Live transcript streams open in this worker.",
+                    lambda: live.followers,
+                )
+            )
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_listening",
+                    "1 while this worker hears appends (its LISTEN connection is up).",
+                    lambda: float(live.listening),
+                )
+            )
             settle_garbage_collector()
             yield
 
