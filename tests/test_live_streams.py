@@ -489,6 +489,16 @@ async def proxy() -> AsyncIterator[TcpProxy]:
     await tcp_proxy.stop()
 
 
+async def listening(client: httpx.AsyncClient, up: bool) -> None:
+    """Until the replica's metrics say its LISTEN connection is ``up`` (or down)."""
+    wanted = f"\ntranscripts_live_listening {1.0 if up else 0.0}\n"
+    async with asyncio.timeout(30):
+        while True:
+            if wanted in (await client.get("/metrics")).text:
+                return
+            await asyncio.sleep(0.1)
+
+
 async def test_every_turn_arrives_across_a_postgresql_outage(
     migrated_postgresql_url: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
@@ -516,11 +526,12 @@ async def test_every_turn_arrives_across_a_postgresql_outage(
                 await appended(worker, session_id, 1)
                 received += await events.turns(1)
                 proxy.cut()
-                await asyncio.sleep(0.5)
+                await listening(reader_client, False)
                 # Announced while the reader replica cannot hear: nothing may be missed.
                 await appended(worker, session_id, 2)
                 await appended(worker, session_id, 4, 3)
                 proxy.restore()
+                await listening(reader_client, True)
                 received += await events.turns(3, within=30)
                 await appended(worker, session_id, 5)
                 received += await events.turns(1)
