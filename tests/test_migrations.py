@@ -229,3 +229,43 @@ def test_data_rights_backfill_characters_with_no_retention_and_no_redaction_and_
     assert {"retention_days", "pii_redaction"}.isdisjoint(columns(url, "characters"))
     assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
+
+
+APPEND_SEQ = "a8e51c3d9b70"
+
+
+def test_append_seq_numbers_stored_turns_in_turn_index_order_and_undoes(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DATA_RIGHTS)
+    # Session 2 gets turns stored out of order (3 before 1) and with a gap (no 2).
+    for index in (3, 0, 1):
+        run(
+            url,
+            "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+            f" created_at) VALUES (2, :index, 'user', 'x', 0, false, '{NOW}')",
+            index=index,
+        )
+
+    migrate(url, "upgrade", APPEND_SEQ)
+    assert run(
+        url, "SELECT session_pk, turn_index, append_seq FROM turns ORDER BY session_pk, turn_index"
+    ) == [
+        {"session_pk": 1, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 1, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 2, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 3, "append_seq": 3},
+    ]
+    assert run(url, "SELECT id, last_append_seq FROM sessions ORDER BY id") == [
+        {"id": 1, "last_append_seq": 2},
+        {"id": 2, "last_append_seq": 3},
+    ]
+
+    migrate(url, "downgrade", DATA_RIGHTS)
+    assert "last_append_seq" not in columns(url)
+    assert "append_seq" not in columns(url, "turns")
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 5}]

@@ -326,6 +326,37 @@ class SessionRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveTurn:
+    """A stored turn as the live stream sends it: ``seq`` is its place in the order the
+    session's turns were appended (the event id), ``turn_index`` its place in the transcript."""
+
+    seq: int
+    turn_index: int
+    role: Literal["user", "assistant"]
+    text: str
+    ts: float
+    speaking_duration_seconds: float | None
+    was_interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """What a live stream needs of its session's row besides the turns."""
+
+    session_id: uuid.UUID
+    created_at: datetime
+    ended_at: datetime | None
+    finalized_at: datetime | None
+    turn_count: int
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.created_at).total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionLimits:
     """What one session may hold: past either, an append is refused whole."""
 

@@ -11,6 +11,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.services.deletions import RecordingDeletions
@@ -33,6 +34,7 @@ class AppState:
     recordings: RecordingStore
     recording_deletions: RecordingDeletions
     widget_origins: WidgetOrigins
+    live: LiveHub
 
 
 def app_state(app: Starlette) -> AppState:

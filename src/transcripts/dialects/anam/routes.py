@@ -21,9 +21,16 @@ from transcripts.dependencies import (
     TranscriptsDep,
 )
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
-from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.anam.mapper import (
+    anam_live_finalized,
+    anam_live_turn,
+    anam_session,
+    anam_session_list,
+    anam_transcript,
+)
 from transcripts.dialects.hot import add_hot_route
 from transcripts.dialects.routing import REDACT_PARAMETER, add_slash_agnostic_route, route_class
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
@@ -147,6 +154,30 @@ add_hot_route(
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
     **_docs(SessionTranscript, openapi_extra={"parameters": [REDACT_PARAMETER]}),
+)
+add_stream_route(
+    router,
+    "/v1/sessions/{id}/transcript/stream",
+    session_id=SessionIdPath,
+    turn=anam_live_turn,
+    finalized=anam_live_finalized,
+    operation_id="streamSessionTranscript",
+    summary="stream session transcript",
+    description=(
+        "Server-Sent Events: the stored messages, then each message as it is appended, as"
+        " `event: turn` (data: a transcript message with `turnIndex`; id: increasing within"
+        " the session, for `Last-Event-ID`), then `event: finalized` with `{sessionId,"
+        " endTime, durationMs, totalMessages}` and the end. `: ping` every"
+        " STREAM_HEARTBEAT_SECONDS; 429 past STREAM_MAX_PER_CALLER open streams."
+    ),
+    **{
+        **_docs(SessionTranscript),
+        "responses": {
+            200: STREAM_200,
+            **ANAM_ERROR_RESPONSES,
+            429: {**ANAM_ERROR_RESPONSES[429], "description": STREAM_429},
+        },
+    },
 )
 add_slash_agnostic_route(
     router,
