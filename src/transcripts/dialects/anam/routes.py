@@ -6,11 +6,19 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from transcripts.caching import (
+    if_none_match,
+    matches,
+    not_modified,
+    private_cache_headers,
+    transcript_etag,
+)
 from transcripts.dependencies import (
+    AppStateDep,
     CallerDep,
     CredentialsDep,
     DashboardDep,
@@ -19,6 +27,13 @@ from transcripts.dependencies import (
 )
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.exports import (
+    DownloadQuery,
+    FormatPath,
+    RedactQuery,
+    export_content,
+    export_response,
+)
 from transcripts.dialects.hot import add_hot_route
 from transcripts.dialects.routing import add_slash_agnostic_route, route_class
 from transcripts.domain import Credentials
@@ -42,10 +57,20 @@ def _json(document: Any) -> Response:
     return Response(orjson.dumps(document), media_type="application/json")
 
 
+_NOT_MODIFIED: dict[int | str, Any] = {
+    304: {"description": "The caller's copy (If-None-Match) is current: no body, its ETag."}
+}
+
+
 def _docs(
-    model: type, errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503)
+    model: type | None,
+    errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503),
+    *,
+    conditional: bool = False,
 ) -> dict[str, Any]:
-    responses: dict[int | str, Any] = {200: {"model": model}}
+    responses: dict[int | str, Any] = {200: {"model": model} if model else export_content()}
+    if conditional:
+        responses.update(_NOT_MODIFIED)
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
         "tags": ["Sessions"],
@@ -58,7 +83,44 @@ def _docs(
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
-    return _json(anam_transcript(await state.transcripts.session(credentials, session_id)))
+    condition = if_none_match(scope)
+    if condition is not None:
+        # The session row alone says whether the caller's copy is current.
+        head = await state.transcripts.session(credentials, session_id, with_turns=False)
+        etag = transcript_etag(head, _REPRESENTATION, weak=False)
+        if etag is not None and matches(condition, etag):
+            return not_modified(etag)
+    record = await state.transcripts.session(credentials, session_id)
+    response = _json(anam_transcript(record))
+    response.headers.update(
+        private_cache_headers(transcript_etag(record, _REPRESENTATION, weak=False))
+    )
+    return response
+
+
+# The tag's name for what this read answers. It carries no link, so its tag is strong.
+_REPRESENTATION = "anam.transcript"
+
+
+async def export_session_transcript(
+    request: Request,
+    session_id: SessionIdPath,
+    format_name: FormatPath,
+    credentials: CredentialsDep,
+    state: AppStateDep,
+    download: DownloadQuery = False,
+    redact: RedactQuery = None,
+) -> Response:
+    return await export_response(
+        state,
+        credentials,
+        session_id,
+        format_name,
+        request,
+        dialect="anam",
+        download=download,
+        redact=redact,
+    )
 
 
 async def get_session(
@@ -123,7 +185,20 @@ add_hot_route(
     operation_id="getSessionTranscript",
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
-    **_docs(SessionTranscript),
+    **_docs(SessionTranscript, conditional=True),
+)
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions/{id}/transcript/{format}",
+    export_session_transcript,
+    methods=["GET"],
+    operation_id="exportSessionTranscript",
+    summary="Export session transcript",
+    description=(
+        "The transcript as WebVTT (text/vtt), SubRip (application/x-subrip), plain text,"
+        " Markdown or JSON Lines (application/x-ndjson), cues timed to the recording."
+    ),
+    **_docs(None, conditional=True),
 )
 add_slash_agnostic_route(
     router,
