@@ -22,6 +22,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
@@ -82,6 +83,7 @@ def create_app(
                 key_usage=key_usage,
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
+                search=TranscriptSearch(database, settings.search_config),
                 recordings=await open_recording_store(settings, stack),
             )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))

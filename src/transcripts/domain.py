@@ -26,6 +26,10 @@ __all__ = [
     "PageRequest",
     "Position",
     "RecordingStatus",
+    "SearchHit",
+    "SearchPage",
+    "SearchPosition",
+    "SearchQuery",
     "SessionHistoryPage",
     "SessionLimits",
     "SessionPage",
@@ -345,3 +349,48 @@ class AppendResult:
     received: int
     inserted: int
     turn_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPosition:
+    """Where a page of search results ended, in newest-session-first order (the session's
+    start and row id, then the turn), or ``offset`` hits into the ranked candidates."""
+
+    created_at: datetime | None = None
+    id: int = 0
+    turn_index: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A full-text search over the turns the caller may read; ``start``/``end`` bound the
+    session's start, inclusive."""
+
+    text: str
+    size: int
+    sort: Literal["recent", "relevance"] = "recent"
+    character_slug: str | None = None
+    role: Literal["user", "assistant"] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after: SearchPosition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    session_id: str
+    session_pk: int
+    character_slug: str
+    turn_index: int
+    role: str
+    ts: float
+    snippet: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    hits: list[SearchHit]
+    # Where the next page starts, when there is one.
+    next_position: SearchPosition | None

@@ -11,6 +11,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.settings import Settings
@@ -28,6 +29,7 @@ class AppState:
     key_usage: ApiKeyUsage
     transcripts: TranscriptReads
     dashboard: DashboardReads
+    search: TranscriptSearch
     recordings: RecordingStore
 
 
