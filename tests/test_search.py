@@ -8,6 +8,7 @@ configuration and SQLite's FTS5 ``porter`` tokenizer both reduce booking/booked 
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import TEST_JWT_SECRET
 from tests.factories import SEED_USAGE, Factory
+from tests.migration_harness import migrate, run
+from tests.servers import TRANSCRIPTS, clean_environment
+from tests.test_migrations import UPLOAD_KEY
+from tests.test_migrations import _seed_before_counters as seed_before_counters
 from transcripts.domain import NewTurn, SessionRef, UserRecord
 
 SEARCH = "/api/agents/transcripts/search/"
@@ -300,3 +306,71 @@ async def test_text_that_looks_like_query_syntax_is_searched_as_words(
     for q in (f'{w.marker} NEAR(" AND *', f"{w.marker}) OR (", f"{w.marker}:* ^ -"):
         response = await client.get(SEARCH, params={"q": q}, headers=headers)
         assert response.status_code == 200, (q, response.text)
+
+
+def test_search_reindex_rebuilds_with_the_configured_language(empty_database: str) -> None:
+    """On PostgreSQL the column follows TRANSCRIPTS_SEARCH_CONFIG once rebuilt: with `simple`
+    (no stemming) `booking` no longer finds `booked`; SQLite rebuilds its FTS5 index."""
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    seed_before_counters(url)
+    run(url, "UPDATE turns SET text = 'We booked a table' WHERE turn_index = 0")
+    migrate(url, "upgrade", "head")
+    sqlite = "sqlite" in url
+
+    def matching(word: str) -> int:
+        if sqlite:
+            statement = "SELECT count(*) AS n FROM turns_fts WHERE turns_fts MATCH :word"
+        else:
+            statement = (
+                "SELECT count(*) AS n FROM turns WHERE search_vector @@"
+                " websearch_to_tsquery(CAST(:config AS regconfig), :word)"
+            )
+        return int(run(url, statement, word=word, config=config)[0]["n"])
+
+    config = "english"
+    assert (matching("booking"), matching("booked")) == (1, 1)
+    env = {
+        **clean_environment(),
+        "TRANSCRIPTS_DATABASE_URL": url,
+        "TRANSCRIPTS_JWT_SECRET": TEST_JWT_SECRET,
+        "TRANSCRIPTS_SEARCH_CONFIG": "simple",
+    }
+    result = subprocess.run(
+        [TRANSCRIPTS, "search-reindex"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    if sqlite:
+        assert result.stdout == "rebuilt the FTS5 index turns_fts from the turns\n"
+    else:
+        assert result.stdout == (
+            "rebuilt turns.search_vector with the text-search configuration simple\n"
+        )
+        definition = run(
+            url,
+            "SELECT pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d"
+            " JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+            " WHERE a.attrelid = 'turns'::regclass AND a.attname = 'search_vector'",
+        )
+        assert "'simple'::regconfig" in definition[0]["expr"]
+        assert run(
+            url,
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_turns_search_vector'",
+        ) == [
+            {
+                "indexdef": "CREATE INDEX ix_turns_search_vector ON public.turns USING gin (search_vector)"
+            }
+        ]
+    config = "simple"
+    # SQLite's porter tokenizer is its own; PostgreSQL now matches words as they are.
+    assert (matching("booking"), matching("booked")) == ((1, 1) if sqlite else (0, 1))
+
+    refused = subprocess.run(
+        [TRANSCRIPTS, "search-reindex"],
+        env={**env, "TRANSCRIPTS_SEARCH_CONFIG": "english; DROP TABLE turns"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("transcripts: configuration error:")
