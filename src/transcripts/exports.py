@@ -8,6 +8,9 @@ Streaming
     header, in the first chunk), so the output of a 10,000-turn transcript is never held in
     memory at once. Everything that can fail on the record itself (a transcript that was not
     loaded, an unknown format) fails when ``iter_export`` is called, before a response starts.
+    ``aiter_export`` is the same writers over turns that arrive in slices (the routes read a
+    transcript from the database a batch at a time): one chunk per slice, and only the last
+    turn of a slice waits for the next one, whose start may end its cue.
 
 Cue timing (``iter_cue_times``, shared by WebVTT, SubRip and Markdown)
     A cue starts at the turn's ``ts`` (clamped at zero) and ends, in this order of preference:

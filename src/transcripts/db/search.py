@@ -169,7 +169,7 @@ class TranscriptSearch:
 
     def _postgres(self, caller: Caller, query: SearchQuery) -> Select[Any]:
         tsquery = self._tsquery(query)
-        vector = literal_column("turns.search_vector")
+        vector: ColumnElement[Any] = literal_column("turns.search_vector")
         matched = select(Turn.session_pk, Turn.turn_index, Session.created_at, Session.id).join(
             Session, Session.id == Turn.session_pk
         )
