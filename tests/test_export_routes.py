@@ -210,11 +210,10 @@ async def test_refusals_in_the_enveloped_body(client: httpx.AsyncClient, factory
     seeded = await seed(factory)
     headers = {"X-API-Key": seeded.key}
     path = PATHS["agents"]
+    # Another format is no route at all: the dialect's plain 404.
     unknown = await client.get(path.format(seeded.session_id, "pdf"), headers=headers)
     assert unknown.status_code == 404
-    assert unknown.json() == agents_error(
-        "Export format not found.", {"format": ["One of vtt, srt, txt, md, jsonl."]}
-    )
+    assert unknown.json() == agents_error("Not found.", {"detail": ["Not found."]})
     bad_redact = await client.get(
         path.format(seeded.session_id, "vtt"), params={"redact": "all"}, headers=headers
     )
@@ -246,11 +245,7 @@ async def test_refusals_in_anams_body(client: httpx.AsyncClient, factory: Factor
     path = PATHS["anam"]
     unknown = await client.get(path.format(seeded.session_id, "pdf"), headers=headers)
     assert unknown.status_code == 404
-    assert unknown.json() == {
-        "statusCode": 404,
-        "error": "Not Found",
-        "message": "Export format not found (format: One of vtt, srt, txt, md, jsonl.)",
-    }
+    assert unknown.json() == {"statusCode": 404, "error": "Not Found", "message": "Not found"}
     misspelt = await client.get(
         path.format(seeded.session_id, "vtt"), params={"redact_pii": "1"}, headers=headers
     )

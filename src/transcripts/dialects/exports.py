@@ -12,6 +12,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response, StreamingResponse
 
 from transcripts.caching import (
@@ -35,6 +36,7 @@ from transcripts.state import AppState
 
 __all__ = [
     "BATCH_TURNS",
+    "FORMAT_PARAMETER",
     "DownloadQuery",
     "FormatPath",
     "RedactQuery",
@@ -46,6 +48,25 @@ __all__ = [
 BATCH_TURNS = 500
 _QUERY_NAMES = frozenset({"download", "redact"})
 _FORMAT_LIST = ", ".join(EXPORT_FORMATS)
+
+
+class _ExportFormatConvertor(Convertor[str]):
+    """A path segment that is one of the export formats, and nothing else: so another route
+    under ``…/transcript/`` (``stream``, say) is never taken for an unknown format, whichever
+    was declared first. Any other segment matches no route: the dialect's plain 404."""
+
+    regex = "|".join(EXPORT_FORMATS)
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("export_format", _ExportFormatConvertor())
+# How a route declares the format in its path ("{format}" in the OpenAPI document).
+FORMAT_PARAMETER = "{format:export_format}"
 
 FormatPath = Annotated[
     str,
@@ -74,9 +95,8 @@ RedactQuery = Annotated[
 def _format(name: str) -> ExportFormat:
     try:
         return export_spec(name).format
-    except ValueError:
-        message = "Export format not found."
-        raise NotFound(message, {"format": [f"One of {_FORMAT_LIST}."]}) from None
+    except ValueError:  # pragma: no cover - the path's convertor admits only the formats
+        raise NotFound("Export format not found.") from None
 
 
 def _refuse_unknown_parameters(request: Request) -> None:

@@ -21,6 +21,7 @@ from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdP
 from transcripts.dialects.agents.envelope import ENVELOPE_ERROR_RESPONSES, envelope_response
 from transcripts.dialects.agents.mapper import session_summary
 from transcripts.dialects.exports import (
+    FORMAT_PARAMETER,
     DownloadQuery,
     FormatPath,
     RedactQuery,
@@ -122,7 +123,7 @@ add_hot_route(
 )
 add_slash_agnostic_route(
     router,
-    "/api/agents/agent-session/{session_id}/transcript/{format}/",
+    f"/api/agents/agent-session/{{session_id}}/transcript/{FORMAT_PARAMETER}/",
     export_session_transcript,
     methods=["GET"],
     operation_id="exportAgentSessionTranscript",

@@ -28,6 +28,7 @@ from transcripts.dependencies import (
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
 from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
 from transcripts.dialects.exports import (
+    FORMAT_PARAMETER,
     DownloadQuery,
     FormatPath,
     RedactQuery,
@@ -189,7 +190,7 @@ add_hot_route(
 )
 add_slash_agnostic_route(
     router,
-    "/v1/sessions/{id}/transcript/{format}",
+    f"/v1/sessions/{{id}}/transcript/{FORMAT_PARAMETER}",
     export_session_transcript,
     methods=["GET"],
     operation_id="exportSessionTranscript",
