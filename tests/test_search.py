@@ -272,7 +272,7 @@ async def test_bad_queries_are_400s_in_the_envelope(
 ) -> None:
     w = await world(factory)
     headers = as_(w, "owner")
-    for q in ("   ", "?!"):
+    for q in ("   ", "?!", "-demo", '-"a phrase" -b'):
         response = await client.get(SEARCH, params={"q": q}, headers=headers)
         assert response.status_code == 400
         assert response.json() == error(

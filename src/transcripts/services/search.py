@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Literal
 
 from transcripts.db.engine import Database
-from transcripts.db.search import TranscriptSearch, rebuild_search_index
+from transcripts.db.search import TranscriptSearch, fts5_query, rebuild_search_index
 from transcripts.domain import Caller, SearchPage, SearchQuery
 from transcripts.errors import BadRequest
 from transcripts.pagination import decode_search_cursor
@@ -17,7 +16,6 @@ __all__ = ["MAX_QUERY_LENGTH", "reindex", "search_transcripts"]
 
 # Longer than any phrase a person types into a search box; a longer one only costs more.
 MAX_QUERY_LENGTH = 200
-_WORD = re.compile(r"\w")
 
 
 async def search_transcripts(
@@ -37,7 +35,9 @@ async def search_transcripts(
     text = q.strip()
     if len(text) > MAX_QUERY_LENGTH:
         raise BadRequest("Invalid q.", {"q": [f"At most {MAX_QUERY_LENGTH} characters."]})
-    if not _WORD.search(text):
+    # No word at all, or exclusions alone (-word): the latter would match nearly every turn,
+    # through no index.
+    if not fts5_query(text):
         raise BadRequest("Invalid q.", {"q": ["Give at least one word to search for."]})
     start, end = as_utc(start, "start"), as_utc(end, "end")
     if start is not None and end is not None and end < start:
