@@ -146,6 +146,12 @@ class TranscriptSearch:
         else:
             statement = self._sqlite(caller, query)
         async with self._database.session() as session:
+            if self._database.backend == "postgresql":
+                # The right plan depends on the words: a rare phrase is a GIN bitmap scan, a
+                # common word a walk of the caller's newest sessions. A prepared statement's
+                # generic plan, chosen after a few executions of other words, cannot know
+                # which (measured: a rare phrase on a common word's plan ran past 10 s).
+                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             rows = (await session.execute(statement)).mappings().all()
         hits = [
             SearchHit(
