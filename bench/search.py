@@ -19,7 +19,8 @@ with its ETag (304), both dialects.
 
 Environment: ``SEARCH_TEMPLATE`` (``transcripts_scale_1m``), ``SEARCH_DATABASE``
 (``transcripts_search_bench``), ``SEARCH_POSTGRES_ADMIN_URL``, ``SEARCH_REQUESTS`` (30),
-``SEARCH_WARMUP`` (3), ``SEARCH_WRITE`` (a path: write the report there, e.g.
+``SEARCH_WARMUP`` (3), ``SEARCH_CONDITIONAL_REQUESTS`` (200: the reads take milliseconds),
+``SEARCH_WRITE`` (a path: write the report there, e.g.
 ``bench/SEARCH.md``; otherwise it is printed only).
 """
 
@@ -55,6 +56,7 @@ class Config:
     database: str
     admin_dsn: str
     requests: int
+    conditional_requests: int
     warmup: int
     write: str | None
 
@@ -67,6 +69,7 @@ class Config:
                 "SEARCH_POSTGRES_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
             ),
             requests=int(os.environ.get("SEARCH_REQUESTS", "30")),
+            conditional_requests=int(os.environ.get("SEARCH_CONDITIONAL_REQUESTS", "200")),
             warmup=int(os.environ.get("SEARCH_WARMUP", "3")),
             write=os.environ.get("SEARCH_WRITE") or None,
         )
@@ -123,8 +126,24 @@ async def prepare(config: Config) -> tuple[str, float | None, dict[str, int]]:
         await asyncio.to_thread(upgrade_to_head, url)
         migration_seconds = time.monotonic() - began
         log(f"migrated in {migration_seconds:.0f} s")
+        # Kept with the copy, so a run that reuses it still reports what the backfill took.
+        admin = await asyncpg.connect(config.admin_dsn)
+        try:
+            await admin.execute(
+                f'COMMENT ON DATABASE "{config.database}" IS'
+                f" 'search migration: {migration_seconds:.0f} s'"
+            )
+        finally:
+            await admin.close()
     connection = await asyncpg.connect(config.dsn(config.database))
     try:
+        if migration_seconds is None:
+            comment = await connection.fetchval(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                " WHERE datname = current_database()"
+            )
+            if comment and comment.startswith("search migration: "):
+                migration_seconds = float(comment.split(": ")[1].removesuffix(" s"))
         await connection.execute("ANALYZE turns")
         facts = {
             "sessions": await connection.fetchval("SELECT count(*) FROM sessions"),
@@ -144,10 +163,15 @@ async def prepare(config: Config) -> tuple[str, float | None, dict[str, int]]:
 
 
 async def timed(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], result: Result, config: Config
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    result: Result,
+    config: Config,
+    requests: int | None = None,
 ) -> httpx.Response:
     response = None
-    for index in range(config.warmup + config.requests):
+    for index in range(config.warmup + (requests or config.requests)):
         began = time.perf_counter()
         response = await client.get(url, headers=headers)
         elapsed = (time.perf_counter() - began) * 1000
@@ -264,11 +288,17 @@ async def measure_conditional(
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         for name, path in paths.items():
             full = Result(f"{name}: full (200)", "owner")
-            response = await timed(client, path, {"X-API-Key": key}, full, config)
+            count = config.conditional_requests
+            response = await timed(client, path, {"X-API-Key": key}, full, config, count)
             etag = response.headers["etag"]
             conditional = Result(f"{name}: If-None-Match (304)", "owner")
             await timed(
-                client, path, {"X-API-Key": key, "If-None-Match": etag}, conditional, config
+                client,
+                path,
+                {"X-API-Key": key, "If-None-Match": etag},
+                conditional,
+                config,
+                count,
             )
             assert conditional.statuses == {304}, conditional.statuses
             full.hits = len(response.content)
@@ -324,7 +354,8 @@ def report(
         f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work;"
         f" load average at the end {os.getloadavg()[0]:.1f}. One `transcripts serve` worker,"
         f" loopback, sequential requests: {config.warmup} unmeasured, then"
-        f" {config.requests} measured per case.",
+        f" {config.requests} measured per search case, {config.conditional_requests} per read"
+        " of the conditional GET.",
         "",
         "## Search, first page of 20 (`/api/agents/transcripts/search/`)",
         "",

@@ -132,6 +132,18 @@ def _after(position: SearchPosition) -> ColumnElement[bool]:
 
 _NEWEST_FIRST = (Session.created_at.desc(), Session.id.desc(), Turn.turn_index)
 
+# For this transaction only, one round trip:
+# - custom plans: the right plan depends on the words (a rare phrase is a GIN bitmap scan, a
+#   common word a walk of the caller's newest sessions), and a prepared statement's generic
+#   plan, settled after a few executions with other words, cannot know which (measured at
+#   1M sessions: a rare phrase on a common word's plan ran past the 10 s statement timeout);
+# - no parallel workers: a page needs a few dozen rows, and starting workers cost more than
+#   the whole serial scan (at 1M sessions, one word: ~20 ms with two workers, ~1 ms without).
+_POSTGRES_SETTINGS = text(
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+    " set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
 
 class TranscriptSearch:
     def __init__(self, database: Database, config: str) -> None:
@@ -147,11 +159,7 @@ class TranscriptSearch:
             statement = self._sqlite(caller, query)
         async with self._database.session() as session:
             if self._database.backend == "postgresql":
-                # The right plan depends on the words: a rare phrase is a GIN bitmap scan, a
-                # common word a walk of the caller's newest sessions. A prepared statement's
-                # generic plan, chosen after a few executions of other words, cannot know
-                # which (measured: a rare phrase on a common word's plan ran past 10 s).
-                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+                await session.execute(_POSTGRES_SETTINGS)
             rows = (await session.execute(statement)).mappings().all()
         hits = [
             SearchHit(
