@@ -269,3 +269,58 @@ def test_append_seq_numbers_stored_turns_in_turn_index_order_and_undoes(
     assert "last_append_seq" not in columns(url)
     assert "append_seq" not in columns(url, "turns")
     assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 5}]
+
+
+SEARCH = "21142e4ba3a9"
+
+
+def _matching(url: str, query: str) -> list[int]:
+    """The turn_index of each stored turn the search index matches, by the index itself."""
+    if "sqlite" in url:
+        rows = run(
+            url,
+            "SELECT t.turn_index FROM turns_fts JOIN turns t ON t.rowid = turns_fts.rowid"
+            " WHERE turns_fts MATCH :q ORDER BY t.session_pk, t.turn_index",
+            q=query,
+        )
+    else:
+        rows = run(
+            url,
+            "SELECT turn_index FROM turns WHERE search_vector @@ websearch_to_tsquery("
+            "'english', :q) ORDER BY session_pk, turn_index",
+            q=query,
+        )
+    return [row["turn_index"] for row in rows]
+
+
+def test_search_index_is_built_from_the_stored_turns_kept_and_undone(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    run(url, "UPDATE turns SET text = 'We booked a table' WHERE turn_index = 0")
+    migrate(url, "upgrade", APPEND_SEQ)
+
+    migrate(url, "upgrade", SEARCH)
+    # The backfill: a turn stored before the index exists is found, by its stem.
+    assert _matching(url, "booking") == [0]
+    assert _matching(url, "brulee" if "sqlite" in url else "brûlée") == [1]
+    # Kept from then on: an insert, an update and a delete.
+    run(
+        url,
+        "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+        f" created_at) VALUES (2, 0, 'user', 'Bookings open', 0, false, '{NOW}')",
+    )
+    assert _matching(url, "booking") == [0, 0]
+    run(url, "UPDATE turns SET text = 'Nothing here' WHERE session_pk = 1 AND turn_index = 0")
+    assert _matching(url, "booking") == [0]
+    run(url, "DELETE FROM turns WHERE session_pk = 2")
+    assert _matching(url, "booking") == []
+
+    migrate(url, "downgrade", APPEND_SEQ)
+    if "sqlite" in url:
+        assert run(url, "SELECT name FROM sqlite_master WHERE name LIKE 'turns_fts%'") == []
+    else:
+        assert "search_vector" not in columns(url, "turns")
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 2}]

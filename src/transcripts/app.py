@@ -23,6 +23,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
@@ -101,6 +102,7 @@ def create_app(
                 recording_deletions=RecordingDeletions(database, recordings),
                 widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
                 live=live,
+                search=TranscriptSearch(database, settings.search_config),
             )
             sweeper = RetentionSweeper(
                 database,

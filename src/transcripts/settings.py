@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     max_turns_per_session: int = Field(default=10_000, ge=1, le=2**31 - 1)
     max_transcript_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
 
+    # Full-text search on PostgreSQL: the text-search configuration of turns.search_vector
+    # (stemming and stop words of a language; `simple` for none). The migration builds the
+    # column with it; after changing it, run `transcripts search-reindex`.
+    search_config: str = Field(
+        default="english", pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$"
+    )
+
     # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
     prices: PriceTable = DEFAULT_PRICES
 

@@ -11,6 +11,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
 from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
@@ -31,6 +32,7 @@ class AppState:
     key_usage: ApiKeyUsage
     transcripts: TranscriptReads
     dashboard: DashboardReads
+    search: TranscriptSearch
     recordings: RecordingStore
     recording_deletions: RecordingDeletions
     widget_origins: WidgetOrigins

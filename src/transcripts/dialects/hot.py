@@ -12,7 +12,10 @@ work itself: a GET of a hot route's path whose id is a canonical UUID, with no q
 and no conditional or range header. Everything else continues to FastAPI, including any id
 that FastAPI has to validate (so a malformed id gets the same 400) and any query parameter
 or header the read might have to honour (``?redact=``, ``If-None-Match``): the fast path
-never answers such a request as if they were absent.
+never answers such a request as if they were absent. A conditional read (``If-None-Match``)
+reaches FastAPI's route, which calls the same read: it answers 304 from the session's row
+alone when the tag matches (``transcripts.caching``), and every finalized read, hot or not,
+carries the ``ETag`` and ``Cache-Control: private``.
 
 The two cannot drift apart: ``verify_hot_routes`` refuses, when the application is built, a
 hot route that has gained a dependency or a parameter its hot read would skip (a rate
