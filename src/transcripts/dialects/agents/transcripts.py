@@ -108,6 +108,7 @@ add_hot_route(
     "/api/agents/agent-session/{session_id}/transcript/",
     get_session_transcript,
     session_id=SessionIdPath,
+    conditional=True,
     operation_id="getAgentSessionTranscript",
     summary="Get a session transcript",
     description=(
@@ -122,6 +123,7 @@ add_hot_route(
     "/api/billing/sessions/{session_id}/",
     get_session_transcript,
     session_id=SessionIdPath,
+    conditional=True,
     operation_id="getBillingSession",
     summary="Get a session (Oshara's billing path)",
     description="The same AgentSessionSummary, at the path Oshara's documentation uses.",

@@ -218,6 +218,7 @@ add_hot_route(
     "/v1/sessions/{id}/transcript",
     get_session_transcript,
     session_id=SessionIdPath,
+    conditional=True,
     operation_id="getSessionTranscript",
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
