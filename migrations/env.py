@@ -32,6 +32,23 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+# Full-text search (revision 21142e4ba3a9), which the models leave out: PostgreSQL's generated
+# column and its index; SQLite's FTS5 table and the shadow tables FTS5 keeps beside it.
+SEARCH_COLUMNS = {"search_vector"}
+SEARCH_INDEXES = {"ix_turns_search_vector"}
+SEARCH_TABLE = "turns_fts"
+
+
+def _is_search_index(type_: str, name: str | None) -> bool:
+    if name is None:
+        return False
+    if type_ == "table":
+        return name == SEARCH_TABLE or name.startswith(SEARCH_TABLE + "_")
+    return (type_ == "column" and name in SEARCH_COLUMNS) or (
+        type_ == "index" and name in SEARCH_INDEXES
+    )
+
+
 def _only_this_dialects(dialect: str) -> Any:
     """Leave out of comparisons what the models create on another database only (an index
     declared with ``ddl_if(dialect=...)``, such as PostgreSQL's trigram index)."""
@@ -39,6 +56,8 @@ def _only_this_dialects(dialect: str) -> Any:
     def include_object(
         item: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
+        if reflected and compare_to is None and _is_search_index(type_, name):
+            return False
         condition = getattr(item, "_ddl_if", None)
         return condition is None or condition.dialect in (None, dialect)
 

@@ -118,6 +118,34 @@ async def test_the_fast_path_leaves_what_it_does_not_handle_to_fastapi(
     assert response.headers["X-Served-By"] == "fastapi"
 
 
+@pytest.mark.parametrize(
+    ("headers", "status", "served_by"),
+    [
+        ({"If-None-Match": '"toy"'}, 304, "hot"),
+        ({"If-None-Match": '"other"'}, 200, "hot"),
+        ({"If-None-Match": '"toy"', "If-Match": '"toy"'}, 304, "fastapi"),
+        ({"If-Modified-Since": "Tue, 01 Dec 2026 00:00:00 GMT"}, 200, "fastapi"),
+        ({"Range": "bytes=0-10"}, 200, "fastapi"),
+    ],
+)
+async def test_a_conditional_read_takes_if_none_match_on_the_fast_path_and_nothing_else(
+    toy: httpx.AsyncClient,
+    toy_app: FastAPI,
+    headers: dict[str, str],
+    status: int,
+    served_by: str,
+) -> None:
+    factory = Factory(app_state(toy_app).database, app_state(toy_app).settings)
+    owner = await factory.user()
+    _, key = await factory.api_key(owner)
+    session = await factory.session(await factory.character(owner), turns=turns(("user", "Hi")))
+    response = await toy.get(
+        f"/toy/tagged-calls/{session.session_id}", headers={"X-API-Key": key, **headers}
+    )
+    assert response.status_code == status
+    assert response.headers["X-Served-By"] == served_by
+
+
 def test_paths_are_answered_in_the_body_of_their_dialect() -> None:
     table = (*DIALECTS, TOY)
     assert [dialect_for_path(table, path).name for path in ("/v1", "/v1/sessions")] == [

@@ -231,6 +231,101 @@ def test_data_rights_backfill_characters_with_no_retention_and_no_redaction_and_
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
 
 
+APPEND_SEQ = "a8e51c3d9b70"
+
+
+def test_append_seq_numbers_stored_turns_in_turn_index_order_and_undoes(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DATA_RIGHTS)
+    # Session 2 gets turns stored out of order (3 before 1) and with a gap (no 2).
+    for index in (3, 0, 1):
+        run(
+            url,
+            "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+            f" created_at) VALUES (2, :index, 'user', 'x', 0, false, '{NOW}')",
+            index=index,
+        )
+
+    migrate(url, "upgrade", APPEND_SEQ)
+    assert run(
+        url, "SELECT session_pk, turn_index, append_seq FROM turns ORDER BY session_pk, turn_index"
+    ) == [
+        {"session_pk": 1, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 1, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 2, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 3, "append_seq": 3},
+    ]
+    assert run(url, "SELECT id, last_append_seq FROM sessions ORDER BY id") == [
+        {"id": 1, "last_append_seq": 2},
+        {"id": 2, "last_append_seq": 3},
+    ]
+
+    migrate(url, "downgrade", DATA_RIGHTS)
+    assert "last_append_seq" not in columns(url)
+    assert "append_seq" not in columns(url, "turns")
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 5}]
+
+
+SEARCH = "21142e4ba3a9"
+
+
+def _matching(url: str, query: str) -> list[int]:
+    """The turn_index of each stored turn the search index matches, by the index itself."""
+    if "sqlite" in url:
+        rows = run(
+            url,
+            "SELECT t.turn_index FROM turns_fts JOIN turns t ON t.rowid = turns_fts.rowid"
+            " WHERE turns_fts MATCH :q ORDER BY t.session_pk, t.turn_index",
+            q=query,
+        )
+    else:
+        rows = run(
+            url,
+            "SELECT turn_index FROM turns WHERE search_vector @@ websearch_to_tsquery("
+            "'english', :q) ORDER BY session_pk, turn_index",
+            q=query,
+        )
+    return [row["turn_index"] for row in rows]
+
+
+def test_search_index_is_built_from_the_stored_turns_kept_and_undone(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    run(url, "UPDATE turns SET text = 'We booked a table' WHERE turn_index = 0")
+    migrate(url, "upgrade", APPEND_SEQ)
+
+    migrate(url, "upgrade", SEARCH)
+    # The backfill: a turn stored before the index exists is found, by its stem.
+    assert _matching(url, "booking") == [0]
+    assert _matching(url, "brulee" if "sqlite" in url else "brûlée") == [1]
+    # Kept from then on: an insert, an update and a delete.
+    run(
+        url,
+        "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+        f" created_at) VALUES (2, 0, 'user', 'Bookings open', 0, false, '{NOW}')",
+    )
+    assert _matching(url, "booking") == [0, 0]
+    run(url, "UPDATE turns SET text = 'Nothing here' WHERE session_pk = 1 AND turn_index = 0")
+    assert _matching(url, "booking") == [0]
+    run(url, "DELETE FROM turns WHERE session_pk = 2")
+    assert _matching(url, "booking") == []
+
+    migrate(url, "downgrade", APPEND_SEQ)
+    if "sqlite" in url:
+        assert run(url, "SELECT name FROM sqlite_master WHERE name LIKE 'turns_fts%'") == []
+    else:
+        assert "search_vector" not in columns(url, "turns")
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 2}]
+
+
 LABEL_SEARCH = "c6ac8e569eb1"
 
 
@@ -259,7 +354,7 @@ def test_label_search_index_covers_owner_and_character_and_rollups_cover_measure
     url = empty_database
     migrate(url, "upgrade", UPLOAD_KEY)
     _seed_before_counters(url)
-    migrate(url, "upgrade", DATA_RIGHTS)
+    migrate(url, "upgrade", SEARCH)
     sessions, rollups = _indexes(url, "sessions"), _indexes(url, "usage_by_character_day")
     rows = run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id")
 
@@ -292,7 +387,7 @@ def test_label_search_index_covers_owner_and_character_and_rollups_cover_measure
         }
     assert run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id") == rows
 
-    migrate(url, "downgrade", DATA_RIGHTS)
+    migrate(url, "downgrade", SEARCH)
     assert _indexes(url, "sessions") == sessions
     assert _indexes(url, "usage_by_character_day") == rollups
     assert run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id") == rows

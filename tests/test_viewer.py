@@ -764,3 +764,42 @@ async def test_the_page_against_the_contracts_of_routes_still_to_land(
     assert "redact=pii" in asked["export"][-1].url
     assert await page.evaluate("sessionStorage.getItem('transcripts.redact')") == "1"
     seen.check(demo.key)
+
+
+async def test_search_and_exports_against_the_real_routes(
+    page: Page, demo: Demo, tmp_path: Path
+) -> None:
+    """The service's own search and export routes, unstubbed: a hit's snippet marks the match
+    and opens the session at its moment; a download is the route's own file."""
+    seen = await watch(page)
+    example = demo.example["session_id"]
+    await sign_in(page, demo)
+    await page.locator("#session-rows tr").first.wait_for(timeout=WAIT_MS)
+    await page.fill("#q", "northwind")
+    await page.press("#q", "Enter")
+    hits = page.locator("#hits .hit a")
+    await hits.first.wait_for(timeout=WAIT_MS)
+    found = (await demo.data("/api/agents/transcripts/search/?q=northwind"))["results"]
+    assert await hits.count() == len(found)
+    first = next(index for index, hit in enumerate(found) if hit["session_id"] == example)
+    assert found[first]["turn_index"] == 7
+    assert (await hits.nth(first).locator("mark").all_inner_texts()) == ["northwind"]
+    await hits.nth(first).click()
+    await highlighted(page, 7)
+    await until(
+        page,
+        "Math.abs(document.querySelector('audio').currentTime - arg) < 0.3",
+        found[first]["ts"],
+    )
+    await shoot(page, tmp_path, "search-real")
+
+    async with page.expect_download() as download_info:
+        await page.click('#exports button[data-format="txt"]')
+    download = await download_info.value
+    assert download.suggested_filename == f"transcript-{example}.txt"
+    saved = tmp_path / "export.txt"
+    await download.save_as(saved)
+    exported = await demo.call("GET", f"/api/agents/agent-session/{example}/transcript/txt/")
+    assert saved.read_bytes() == exported.content
+    assert exported.content.startswith(b"Assistant: Hi! How can I help you today?\nUser: ")
+    seen.check(demo.key)

@@ -15,7 +15,7 @@ one row per character and day (7,300 for 20 characters over a year), scattered o
 heap as the days were written; read from the index alone they are a few dozen leaf pages.
 
 Revision ID: c6ac8e569eb1
-Revises: 9b3e4d5a1c20
+Revises: 21142e4ba3a9
 Create Date: 2026-12-02 04:10:00.000000
 """
 
@@ -41,7 +41,7 @@ def _rollup_indexes(include: list[str]) -> None:
 
 
 revision: str = "c6ac8e569eb1"
-down_revision: str | None = "9b3e4d5a1c20"
+down_revision: str | None = "21142e4ba3a9"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -23,6 +23,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import CONNECTION_LOST, Database, is_unavailable
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
@@ -37,7 +38,14 @@ from transcripts.errors import (
     TranscriptsError,
 )
 from transcripts.limits import RequestGuard
-from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
+from transcripts.live import LiveHub
+from transcripts.observability import (
+    AccessLog,
+    GaugeCollector,
+    Metrics,
+    ObservabilityMiddleware,
+    PoolCollector,
+)
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
@@ -78,6 +86,9 @@ def create_app(
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
             recordings = await open_recording_store(settings, stack)
+            live = LiveHub(settings, database)
+            await live.start()
+            stack.push_async_callback(live.stop)  # before the database is disposed
             app.state.transcripts = AppState(
                 settings=settings,
                 token_verifier=token_verifier,
@@ -90,6 +101,8 @@ def create_app(
                 recordings=recordings,
                 recording_deletions=RecordingDeletions(database, recordings),
                 widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
+                live=live,
+                search=TranscriptSearch(database, settings.search_config),
             )
             sweeper = RetentionSweeper(
                 database,
@@ -100,6 +113,20 @@ def create_app(
             sweeping = asyncio.create_task(sweeper.run_forever(), name="retention-sweeper")
             stack.push_async_callback(_cancelled, sweeping)  # before the database is disposed
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_streams",
+                    "Live transcript streams open in this worker.",
+                    lambda: live.followers,
+                )
+            )
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_listening",
+                    "1 while this worker hears appends (its LISTEN connection is up).",
+                    lambda: float(live.listening),
+                )
+            )
             settle_garbage_collector()
             yield
 

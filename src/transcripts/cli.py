@@ -35,6 +35,7 @@ from transcripts.observability import LOGGING_CONFIG
 from transcripts.recordings import LocalRecordingStore, open_recording_store
 from transcripts.server import guarded_protocol
 from transcripts.services import accounts, deletions
+from transcripts.services import search as search_service
 from transcripts.settings import Settings
 
 __all__ = ["main", "serve"]
@@ -104,6 +105,19 @@ def _print_json(document: Any) -> None:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     _upgrade_to_head(settings)
     print(f"database is at the latest revision ({_redacted(settings.database_url)})")
+    return 0
+
+
+def cmd_search_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> str:
+        database = Database(settings)
+        try:
+            return await search_service.reindex(database, settings.search_config)
+        finally:
+            await database.dispose()
+
+    with _reaching(settings.database_url):
+        print(asyncio.run(run()))
     return 0
 
 
@@ -410,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database to the latest revision")
     migrate.set_defaults(handler=cmd_migrate)
+
+    reindex = commands.add_parser(
+        "search-reindex",
+        help="rebuild the full-text search index (after TRANSCRIPTS_SEARCH_CONFIG changes)",
+    )
+    reindex.set_defaults(handler=cmd_search_reindex)
 
     users = commands.add_parser("users", help="manage users").add_subparsers(
         dest="action", required=True

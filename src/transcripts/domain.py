@@ -33,6 +33,10 @@ __all__ = [
     "PiiRedaction",
     "Position",
     "RecordingStatus",
+    "SearchHit",
+    "SearchPage",
+    "SearchPosition",
+    "SearchQuery",
     "SessionForDeletion",
     "SessionHistoryPage",
     "SessionLimits",
@@ -326,6 +330,37 @@ class SessionRef:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveTurn:
+    """A stored turn as the live stream sends it: ``seq`` is its place in the order the
+    session's turns were appended (the event id), ``turn_index`` its place in the transcript."""
+
+    seq: int
+    turn_index: int
+    role: Literal["user", "assistant"]
+    text: str
+    ts: float
+    speaking_duration_seconds: float | None
+    was_interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """What a live stream needs of its session's row besides the turns."""
+
+    session_id: uuid.UUID
+    created_at: datetime
+    ended_at: datetime | None
+    finalized_at: datetime | None
+    turn_count: int
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.created_at).total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionLimits:
     """What one session may hold: past either, an append is refused whole."""
 
@@ -393,6 +428,44 @@ class ExpiredSession:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchPosition:
+    """Where a page of search results ended, in newest-session-first order (the session's
+    start and row id, then the turn), or ``offset`` hits into the ranked candidates."""
+
+    created_at: datetime | None = None
+    id: int = 0
+    turn_index: int = 0
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A full-text search over the turns the caller may read; ``start``/``end`` bound the
+    session's start, inclusive."""
+
+    text: str
+    size: int
+    sort: Literal["recent", "relevance"] = "recent"
+    character_slug: str | None = None
+    role: Literal["user", "assistant"] | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after: SearchPosition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    session_id: str
+    session_pk: int
+    character_slug: str
+    turn_index: int
+    role: str
+    ts: float
+    snippet: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class DeletionReceipt:
     """What a deletion (erasure, a purge) removed: sessions, and recording objects deleted
     from the store by the time it answered (any left are retried until they are)."""
@@ -401,3 +474,10 @@ class DeletionReceipt:
     recordings: int
     recordings_pending: int
     completed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    hits: list[SearchHit]
+    # Where the next page starts, when there is one.
+    next_position: SearchPosition | None

@@ -8,6 +8,9 @@ Streaming
     header, in the first chunk), so the output of a 10,000-turn transcript is never held in
     memory at once. Everything that can fail on the record itself (a transcript that was not
     loaded, an unknown format) fails when ``iter_export`` is called, before a response starts.
+    ``aiter_export`` is the same writers over turns that arrive in slices (the routes read a
+    transcript from the database a batch at a time): one chunk per slice, and only the last
+    turn of a slice waits for the next one, whose start may end its cue.
 
 Cue timing (``iter_cue_times``, shared by WebVTT, SubRip and Markdown)
     A cue starts at the turn's ``ts`` (clamped at zero) and ends, in this order of preference:
@@ -49,7 +52,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -70,6 +73,7 @@ __all__ = [
     "ExportFormat",
     "ExportSpec",
     "TextTransform",
+    "aiter_export",
     "content_disposition",
     "export_filename",
     "export_spec",
@@ -142,24 +146,34 @@ def iter_cue_times(
     turns: Turns, session_duration_seconds: float | None = None
 ) -> Iterator[tuple[int, int]]:
     """``(start_ms, end_ms)`` of each turn, in turn order, by the rule in the module docstring."""
-    default_ms = round(DEFAULT_CUE_SECONDS * 1000)
-    min_ms = round(MIN_CUE_SECONDS * 1000)
     session_end_ms = _milliseconds(session_duration_seconds)
-    starts = [max(_milliseconds(ts) or 0, 0) for ts in turns.ts]
+    starts = [_start_ms(ts) for ts in turns.ts]
     count = len(starts)
     for index, (start, duration) in enumerate(
         zip(starts, turns.speaking_duration_seconds, strict=True)
     ):
-        duration_ms = _milliseconds(duration)
-        if duration_ms is not None and duration_ms > 0:
-            end = start + duration_ms
-        elif index + 1 < count and starts[index + 1] > start:
-            end = starts[index + 1]
-        elif index + 1 == count and session_end_ms is not None and session_end_ms > start:
-            end = session_end_ms
-        else:
-            end = start + default_ms
-        yield start, max(end, start + min_ms)
+        following = starts[index + 1] if index + 1 < count else None
+        yield start, _end_ms(start, duration, following, session_end_ms)
+
+
+def _start_ms(ts: float) -> int:
+    return max(_milliseconds(ts) or 0, 0)
+
+
+def _end_ms(
+    start: int, duration: float | None, following: int | None, session_end_ms: int | None
+) -> int:
+    """A cue's end: ``following`` is the next turn's start, None for the last turn."""
+    duration_ms = _milliseconds(duration)
+    if duration_ms is not None and duration_ms > 0:
+        end = start + duration_ms
+    elif following is not None and following > start:
+        end = following
+    elif following is None and session_end_ms is not None and session_end_ms > start:
+        end = session_end_ms
+    else:
+        end = start + round(DEFAULT_CUE_SECONDS * 1000)
+    return max(end, start + round(MIN_CUE_SECONDS * 1000))
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -173,18 +187,82 @@ def _lines(text: str) -> list[str]:
 class _Turn:
     """One turn as the writers see it: its cue times and its (transformed) text."""
 
-    __slots__ = ("end_ms", "index", "interrupted", "label", "start_ms", "text", "turn_index")
+    __slots__ = (
+        "duration",
+        "end_ms",
+        "index",
+        "interrupted",
+        "label",
+        "role",
+        "start_ms",
+        "text",
+        "ts",
+        "turn_index",
+    )
 
     def __init__(
-        self, index: int, turns: Turns, times: tuple[int, int], transform: TextTransform | None
+        self,
+        index: int,
+        turns: Turns,
+        at: int,
+        times: tuple[int, int],
+        transform: TextTransform | None,
     ) -> None:
-        text = turns.text[index]
+        text = turns.text[at]
+        # The turn's position in the whole transcript (SubRip numbers its cues by it).
         self.index = index
-        self.turn_index = turns.turn_index[index]
-        self.label = ROLE_LABELS[turns.role[index]]
+        self.turn_index = turns.turn_index[at]
+        self.role = turns.role[at]
+        self.label = ROLE_LABELS[self.role]
         self.text = transform(text) if transform is not None else text
-        self.interrupted = turns.was_interrupted[index]
+        self.ts = turns.ts[at]
+        self.duration = turns.speaking_duration_seconds[at]
+        self.interrupted = turns.was_interrupted[at]
         self.start_ms, self.end_ms = times
+
+
+class _Timer:
+    """Turns arriving in slices (from memory, or read from the database a batch at a time)
+    become writer batches with their cue times. A cue may end at the next turn's start, so
+    the last turn of each slice waits for the next slice, or for ``finish``."""
+
+    def __init__(
+        self, session_duration_seconds: float | None, transform: TextTransform | None
+    ) -> None:
+        self._session_end_ms = _milliseconds(session_duration_seconds)
+        self._transform = transform
+        self._pending: tuple[Turns, int] | None = None
+        self._position = 0
+
+    def _turn(self, turns: Turns, at: int, following: int | None) -> _Turn:
+        start = _start_ms(turns.ts[at])
+        end = _end_ms(start, turns.speaking_duration_seconds[at], following, self._session_end_ms)
+        made = _Turn(self._position, turns, at, (start, end), self._transform)
+        self._position += 1
+        return made
+
+    def feed(self, turns: Turns) -> list[_Turn]:
+        count = len(turns.turn_index)
+        if count == 0:
+            return []
+        batch = []
+        if self._pending is not None:
+            held, at = self._pending
+            batch.append(self._turn(held, at, _start_ms(turns.ts[0])))
+        batch.extend(self._turn(turns, at, _start_ms(turns.ts[at + 1])) for at in range(count - 1))
+        self._pending = (turns, count - 1)
+        return batch
+
+    def finish(self) -> list[_Turn]:
+        if self._pending is None:
+            return []
+        held, at = self._pending
+        self._pending = None
+        return [self._turn(held, at, None)]
+
+
+def _slice(turns: Turns, low: int, high: int) -> Turns:
+    return Turns._make(column[low:high] for column in turns)
 
 
 def _batches(
@@ -193,13 +271,30 @@ def _batches(
     transform: TextTransform | None,
     chunk_turns: int,
 ) -> Iterator[list[_Turn]]:
-    times = iter_cue_times(turns, session_duration_seconds)
+    timer = _Timer(session_duration_seconds, transform)
     count = len(turns.turn_index)
     for low in range(0, count, chunk_turns):
-        yield [
-            _Turn(index, turns, next(times), transform)
-            for index in range(low, min(low + chunk_turns, count))
-        ]
+        batch = timer.feed(_slice(turns, low, min(low + chunk_turns, count)))
+        if batch:
+            yield batch
+    last = timer.finish()
+    if last:
+        yield last
+
+
+async def _abatches(
+    slices: AsyncIterable[Turns],
+    session_duration_seconds: float | None,
+    transform: TextTransform | None,
+) -> AsyncIterator[list[_Turn]]:
+    timer = _Timer(session_duration_seconds, transform)
+    async for turns in slices:
+        batch = timer.feed(turns)
+        if batch:
+            yield batch
+    last = timer.finish()
+    if last:
+        yield last
 
 
 # --- WebVTT -----------------------------------------------------------------------------------
@@ -220,15 +315,17 @@ def _vtt_caption(turn: _Turn) -> Caption:
     return Caption(_vtt_timestamp(turn.start_ms), _vtt_timestamp(turn.end_ms), escaped)
 
 
-def _vtt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
-    yield _VTT_HEADER
-    for batch in batches:
-        # webvtt-py writes whole documents: each batch is one, less its header line, so the
-        # chunks join into what it would write for all cues at once (and it validates each cue).
-        document = vtt_to_str([_vtt_caption(turn) for turn in batch], [], [], [])
-        if not document.startswith(_VTT_HEADER):
-            raise RuntimeError("webvtt-py wrote an unexpected document header")
-        yield document[len(_VTT_HEADER) :]
+def _vtt_header(record: SessionRecord) -> str:
+    return _VTT_HEADER
+
+
+def _vtt_batch(batch: list[_Turn]) -> str:
+    # webvtt-py writes whole documents: each batch is one, less its header line, so the
+    # chunks join into what it would write for all cues at once (and it validates each cue).
+    document = vtt_to_str([_vtt_caption(turn) for turn in batch], [], [], [])
+    if not document.startswith(_VTT_HEADER):
+        raise RuntimeError("webvtt-py wrote an unexpected document header")
+    return document[len(_VTT_HEADER) :]
 
 
 # --- SubRip -----------------------------------------------------------------------------------
@@ -250,34 +347,32 @@ def _srt_content(label: str, text: str) -> str:
     return "\n".join(lines)
 
 
-def _srt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
-    for batch in batches:
-        subtitles = [
-            srt.Subtitle(
-                index=turn.index + 1,
-                start=timedelta(milliseconds=turn.start_ms),
-                end=timedelta(milliseconds=turn.end_ms),
-                content=_srt_content(turn.label, turn.text),
-            )
-            for turn in batch
-        ]
-        # reindex=False: srt would sort and renumber each batch on its own. strict=True finds
-        # nothing to fix (the blank lines are gone), so srt never logs the text it would fix.
-        chunk: str = srt.compose(subtitles, reindex=False, strict=True)
-        yield chunk
+def _srt_batch(batch: list[_Turn]) -> str:
+    subtitles = [
+        srt.Subtitle(
+            index=turn.index + 1,
+            start=timedelta(milliseconds=turn.start_ms),
+            end=timedelta(milliseconds=turn.end_ms),
+            content=_srt_content(turn.label, turn.text),
+        )
+        for turn in batch
+    ]
+    # reindex=False: srt would sort and renumber each batch on its own. strict=True finds
+    # nothing to fix (the blank lines are gone), so srt never logs the text it would fix.
+    chunk: str = srt.compose(subtitles, reindex=False, strict=True)
+    return chunk
 
 
 # --- Plain text -------------------------------------------------------------------------------
 
 
-def _txt_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
-    for batch in batches:
-        parts = []
-        for turn in batch:
-            lines = _lines(turn.text) or [""]
-            parts.append(f"{turn.label}: {lines[0]}\n")
-            parts.extend(f"  {line}\n" for line in lines[1:])
-        yield "".join(parts)
+def _txt_batch(batch: list[_Turn]) -> str:
+    parts = []
+    for turn in batch:
+        lines = _lines(turn.text) or [""]
+        parts.append(f"{turn.label}: {lines[0]}\n")
+        parts.extend(f"  {line}\n" for line in lines[1:])
+    return "".join(parts)
 
 
 # --- Markdown ---------------------------------------------------------------------------------
@@ -319,56 +414,67 @@ def _md_header(record: SessionRecord) -> str:
     )
 
 
-def _md_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[str]:
-    yield _md_header(record)
-    for batch in batches:
-        parts = []
-        for turn in batch:
-            note = " (interrupted)" if turn.interrupted else ""
-            lines = [_md_escape(line) for line in _lines(turn.text)] or [""]
-            # A backslash at the end of a line is CommonMark's hard line break.
-            body = "\\\n".join(lines)
-            parts.append(f"\n**[{_clock(turn.start_ms)}] {turn.label}{note}:** {body}".rstrip())
-            parts.append("\n")
-        yield "".join(parts)
+def _md_batch(batch: list[_Turn]) -> str:
+    parts = []
+    for turn in batch:
+        note = " (interrupted)" if turn.interrupted else ""
+        lines = [_md_escape(line) for line in _lines(turn.text)] or [""]
+        # A backslash at the end of a line is CommonMark's hard line break.
+        body = "\\\n".join(lines)
+        parts.append(f"\n**[{_clock(turn.start_ms)}] {turn.label}{note}:** {body}".rstrip())
+        parts.append("\n")
+    return "".join(parts)
 
 
 # --- JSON Lines -------------------------------------------------------------------------------
 
 
-def _jsonl_chunks(batches: Iterator[list[_Turn]], record: SessionRecord) -> Iterator[bytes]:
-    turns = record.transcript
-    for batch in batches:
-        yield b"".join(
-            orjson.dumps(
-                {
-                    "role": turns.role[turn.index],
-                    "text": turn.text,
-                    "turn_index": turn.turn_index,
-                    "ts": turns.ts[turn.index],
-                    "speaking_duration_seconds": turns.speaking_duration_seconds[turn.index],
-                    "was_interrupted": turn.interrupted,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
-            for turn in batch
+def _jsonl_batch(batch: list[_Turn]) -> bytes:
+    return b"".join(
+        orjson.dumps(
+            {
+                "role": turn.role,
+                "text": turn.text,
+                "turn_index": turn.turn_index,
+                "ts": turn.ts,
+                "speaking_duration_seconds": turn.duration,
+                "was_interrupted": turn.interrupted,
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
         )
+        for turn in batch
+    )
 
 
-_TEXT_WRITERS: dict[
-    ExportFormat, Callable[[Iterator[list[_Turn]], SessionRecord], Iterator[str]]
-] = {
-    "vtt": _vtt_chunks,
-    "srt": _srt_chunks,
-    "txt": _txt_chunks,
-    "md": _md_chunks,
+# Each format: what comes before the first turn (from the session), and each batch of turns.
+_HEADERS: dict[ExportFormat, Callable[[SessionRecord], str]] = {
+    "vtt": _vtt_header,
+    "md": _md_header,
+}
+_WRITERS: dict[ExportFormat, Callable[[list[_Turn]], str | bytes]] = {
+    "vtt": _vtt_batch,
+    "srt": _srt_batch,
+    "txt": _txt_batch,
+    "md": _md_batch,
+    "jsonl": _jsonl_batch,
 }
 
 
-def _encoded(chunks: Iterator[str]) -> Iterator[bytes]:
-    for chunk in chunks:
+def _encoded(chunk: str | bytes) -> bytes:
+    return chunk.encode() if isinstance(chunk, str) else chunk
+
+
+def _written(
+    record: SessionRecord, fmt: ExportFormat, batches: Iterator[list[_Turn]]
+) -> Iterator[bytes]:
+    header = _HEADERS.get(fmt)
+    if header is not None:
+        yield header(record).encode()
+    write = _WRITERS[fmt]
+    for batch in batches:
+        chunk = _encoded(write(batch))
         if chunk:
-            yield chunk.encode()
+            yield chunk
 
 
 def iter_export(
@@ -389,10 +495,33 @@ def iter_export(
         raise ValueError("chunk_turns must be at least 1")
     # Read here, so a transcript that was not loaded fails before a response starts.
     turns = record.transcript
-    batches = _batches(turns, record.duration_seconds, transform, chunk_turns)
-    if fmt == "jsonl":
-        return _jsonl_chunks(batches, record)
-    return _encoded(_TEXT_WRITERS[fmt](batches, record))
+    return _written(record, fmt, _batches(turns, record.duration_seconds, transform, chunk_turns))
+
+
+def aiter_export(
+    record: SessionRecord,
+    fmt: ExportFormat,
+    slices: AsyncIterable[Turns],
+    *,
+    transform: TextTransform | None = None,
+) -> AsyncIterator[bytes]:
+    """The export body of ``record`` whose turns arrive in ``slices`` (in turn order), one
+    UTF-8 chunk per slice: what a route streams while it reads the transcript a batch at a
+    time, so memory holds one batch however long the transcript. ``ValueError`` at once for
+    an unknown format."""
+    export_spec(fmt)
+    header = _HEADERS.get(fmt)
+    write = _WRITERS[fmt]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if header is not None:
+            yield header(record).encode()
+        async for batch in _abatches(slices, record.duration_seconds, transform):
+            chunk = _encoded(write(batch))
+            if chunk:
+                yield chunk
+
+    return chunks()
 
 
 def render_export(

@@ -38,7 +38,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from transcripts.errors import TranscriptsError
 
-__all__ = ["LOGGING_CONFIG", "AccessLog", "Metrics", "ObservabilityMiddleware", "PoolCollector"]
+__all__ = [
+    "LOGGING_CONFIG",
+    "AccessLog",
+    "GaugeCollector",
+    "Metrics",
+    "ObservabilityMiddleware",
+    "PoolCollector",
+]
 
 # The request log's switch: its lines are written by AccessLog, not through its handlers.
 access_logger = logging.getLogger("transcripts.access")
@@ -139,6 +146,18 @@ class PoolCollector(Collector):
             ("overflow", "Connections beyond the pool size.", max(pool.overflow(), 0)),
         ):
             yield GaugeMetricFamily(f"transcripts_db_pool_{name}", documentation, value=value)
+
+
+class GaugeCollector(Collector):
+    """One gauge, read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
 
 
 class AccessLog:

@@ -47,7 +47,7 @@ before the application sees anything:
   are being answered gets a 503 with ``Retry-After``, at once, instead of queueing behind
   the database pool; uvicorn's ``limit_concurrency`` does the same in plain text (and
   counts idle keep-alive connections too, which would refuse requests while slow clients
-  merely hold connections open).
+  merely hold connections open). Open live transcript streams are not counted.
 - **Unread bodies.** A response given before the request's body arrived whole (a 413
   after 1 MiB of a chunked upload, a 404 to a POST) closes the connection, with
   ``Connection: close``, as h11 and nginx do: uvicorn would otherwise read and discard the
@@ -88,6 +88,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
+from transcripts import live
 from transcripts.app import DIALECTS
 from transcripts.dialects import dialect_for_path
 from transcripts.errors import (
@@ -354,7 +355,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # -------------------------------------------------------------- requests
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if len(self.tasks) >= self.max_requests_in_flight:
+        # An open live stream waits for turns, holding no database connection: it is bounded
+        # by max_connections and STREAM_MAX_PER_CALLER, not by the requests being answered.
+        if len(self.tasks) - live.open_streams() >= self.max_requests_in_flight:
             _warn_overloaded()
             app = self._answer_overloaded
         elif cycle.scope["method"] not in _BODILESS:

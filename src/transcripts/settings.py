@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     max_turns_per_session: int = Field(default=10_000, ge=1, le=2**31 - 1)
     max_transcript_bytes: int = Field(default=2 * 1024 * 1024, ge=1)
 
+    # Full-text search on PostgreSQL: the text-search configuration of turns.search_vector
+    # (stemming and stop words of a language; `simple` for none). The migration builds the
+    # column with it; after changing it, run `transcripts search-reindex`.
+    search_config: str = Field(
+        default="english", pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$"
+    )
+
     # JSON, e.g. {"llm": {"openai/gpt-4o-mini": {...}}, "stt": {...}, "tts": {...}}.
     prices: PriceTable = DEFAULT_PRICES
 
@@ -139,6 +146,18 @@ class Settings(BaseSettings):
     # How often each replica offers to sweep (one replica at a time sweeps: PostgreSQL's
     # advisory lock): expired sessions, and recording deletions due to be tried again.
     retention_sweep_seconds: float = Field(default=300.0, gt=0)
+    # The live transcript (README, "Live transcripts"), per worker process.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_max_per_caller: int = Field(default=20, ge=1)
+    # A stream that has had nothing to send for this long ends (a worker that died mid-call
+    # never finalizes); the client may connect again with Last-Event-ID.
+    stream_idle_seconds: float = Field(default=1800.0, gt=0)
+    # Notices a stream may have waiting; past this it has fallen behind and is dropped.
+    stream_queue_size: int = Field(default=64, ge=1)
+    # A send the client leaves unread this long ends the stream.
+    stream_send_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The `retry:` hint (milliseconds) sent to open streams when the server shuts down.
+    stream_retry_ms: int = Field(default=1000, ge=0)
 
     @model_validator(mode="after")
     def _refuse_weak_secrets(self) -> Settings:

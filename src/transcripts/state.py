@@ -11,6 +11,8 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.search import TranscriptSearch
+from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.services.deletions import RecordingDeletions
@@ -30,9 +32,11 @@ class AppState:
     key_usage: ApiKeyUsage
     transcripts: TranscriptReads
     dashboard: DashboardReads
+    search: TranscriptSearch
     recordings: RecordingStore
     recording_deletions: RecordingDeletions
     widget_origins: WidgetOrigins
+    live: LiveHub
 
 
 def app_state(app: Starlette) -> AppState:

@@ -151,8 +151,10 @@ def features(app: Starlette) -> str:
     query: dict[str, set[str]] = {}
     for route in iter_route_contexts(app.routes):
         dependant = getattr(route, "dependant", None)
-        if route.path and "GET" in (route.methods or ()) and isinstance(dependant, Dependant):
-            query.setdefault(route.path.rstrip("/") + "/", set()).update(_query_names(dependant))
+        # As the OpenAPI document spells it: a parameter without its convertor.
+        path = route.path_format or route.path
+        if path and "GET" in (route.methods or ()) and isinstance(dependant, Dependant):
+            query.setdefault(path.rstrip("/") + "/", set()).update(_query_names(dependant))
     tokens = []
     if _SEARCH in query:
         tokens.append("search")

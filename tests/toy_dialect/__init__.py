@@ -64,6 +64,28 @@ add_hot_route(
     response_class=Response,
 )
 
+
+async def read_call_conditionally(
+    state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
+) -> Response:
+    """The same read, for a route declared ``conditional``: it honours If-None-Match itself
+    (every call has the tag "toy")."""
+    if (b"if-none-match", b'"toy"') in scope["headers"]:
+        served_by = "hot" if isinstance(scope.get("route"), HotRead) else "fastapi"
+        return Response(status_code=304, headers={"X-Served-By": served_by, "ETag": '"toy"'})
+    return await read_call(state, credentials, session_id, scope)
+
+
+add_hot_route(
+    router,
+    "/toy/tagged-calls/{call_id}",
+    read_call_conditionally,
+    session_id=Annotated[uuid.UUID, Path(alias="call_id")],
+    conditional=True,
+    operation_id="toyReadTaggedCall",
+    response_class=Response,
+)
+
 DIALECT = Dialect(
     name="toy",
     prefix="/toy",

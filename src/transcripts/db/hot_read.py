@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from transcripts.db.engine import Database
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.db.tables import Turn
 from transcripts.domain import (
     ApiKeyCredentials,
     Caller,
@@ -158,6 +159,9 @@ _SQLITE_TURN_COLUMNS = f""",
      FROM {_ORDERED_TURNS}
      HAVING count(*) > 0)
 """
+
+# The columns of Turns, in its order.
+_BATCH_COLUMNS = tuple(getattr(Turn, name) for name in Turns._fields)
 
 _CALLERS = {"key": _CALLER_BY_KEY, "user": _CALLER_BY_USER}
 _PARAMETERS = {"postgresql": ("$1", "$2"), "sqlite": (":caller", ":session_id")}
@@ -301,6 +305,30 @@ class TranscriptReads:
         if with_turns and record.turn_count >= LONG_TRANSCRIPT_TURNS:
             await _step_back()
         return record
+
+    async def turn_batches(self, record: SessionRecord, size: int) -> AsyncIterator[Turns]:
+        """The transcript of a session already read (and so scoped) with ``session``, in turn
+        order, ``size`` turns a statement: each batch is a range of the primary key, read on a
+        connection held only for that statement, so neither memory nor a pooled connection is
+        held for the whole of a long transcript while it is sent."""
+        if not record.transcripts_enabled:
+            return
+        after = -1
+        while True:
+            statement = (
+                select(*_BATCH_COLUMNS)
+                .where(Turn.session_pk == record.id, Turn.turn_index > after)
+                .order_by(Turn.turn_index)
+                .limit(size)
+            )
+            async with self._database.session() as session:
+                rows = (await session.execute(statement)).all()
+            if not rows:
+                return
+            yield Turns._make(list(column) for column in zip(*rows, strict=True))
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
 
     async def caller(self, credentials: Credentials) -> Caller:
         """Who the credentials name, for routes that read more than one session."""

@@ -136,9 +136,13 @@ class SessionRepository:
         return None if row is None else _ref(row[0], row[1])
 
     async def insert_turns(
-        self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime
-    ) -> set[int]:
-        """Insert the turns whose index is not stored yet; returns the indexes inserted."""
+        self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime, after_seq: int
+    ) -> dict[int, int]:
+        """Insert the turns whose index is not stored yet, numbered in the batch's order
+        from ``after_seq`` + 1; returns the append_seq of each index inserted.
+
+        A turn already stored keeps its number, and the number reserved for its retry is
+        never used: a gap, which readers of the stream never notice."""
         rows = [
             {
                 "session_pk": session_pk,
@@ -149,13 +153,14 @@ class SessionRepository:
                 "speaking_duration_seconds": turn.speaking_duration_seconds,
                 "was_interrupted": turn.was_interrupted,
                 "created_at": now,
+                "append_seq": after_seq + position,
             }
-            for turn in turns
+            for position, turn in enumerate(turns, start=1)
         ]
         insert = postgres_insert if self._backend == "postgresql" else sqlite_insert
         statement = insert(Turn).on_conflict_do_nothing(index_elements=["session_pk", "turn_index"])
-        result = await self._db.execute(statement.returning(Turn.turn_index), rows)
-        return {row[0] for row in result}
+        result = await self._db.execute(statement.returning(Turn.turn_index, Turn.append_seq), rows)
+        return {row[0]: row[1] for row in result}
 
     async def stored_turns(self, session_pk: int, indexes: Iterable[int]) -> dict[int, NewTurn]:
         turns = await self._db.scalars(
@@ -172,6 +177,26 @@ class SessionRepository:
             )
             for turn in turns
         }
+
+    async def reserve_append_seqs(self, session_pk: int, count: int) -> int:
+        """Take the session's next ``count`` append numbers; returns the one before them.
+
+        Read from the row, not from a SessionRef (which may predate an earlier append of
+        the same transaction); the caller holds the session's write lock."""
+        reserved = await self._db.scalar(
+            update(Session)
+            .where(Session.id == session_pk)
+            .values(
+                last_append_seq=Session.last_append_seq + count,
+                # Numbering is not a change to the session itself (Anam's updatedAt).
+                updated_at=Session.updated_at,
+            )
+            .returning(Session.last_append_seq)
+            .execution_options(synchronize_session=False)
+        )
+        if reserved is None:  # pragma: no cover - the caller holds the row's lock
+            raise LookupError(f"session {session_pk} is gone")
+        return int(reserved) - count
 
     async def count_appended(
         self, session_pk: int, turns: int, text_bytes: int, interruptions: int

@@ -185,6 +185,8 @@ class Session(Base):
     turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     interruption_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The append_seq of the session's last appended turn (the live stream's event ids).
+    last_append_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Turn(Base):
@@ -193,6 +195,8 @@ class Turn(Base):
         CheckConstraint("role IN ('user', 'assistant')", name="role"),
         CheckConstraint("turn_index >= 0", name="turn_index_non_negative"),
         CheckConstraint("ts >= 0", name="ts_non_negative"),
+        # A live stream resumes "after this id": the session's turns in the order appended.
+        Index("ix_turns_session_pk_append_seq", "session_pk", "append_seq", unique=True),
     )
 
     session_pk: Mapped[int] = mapped_column(
@@ -205,6 +209,9 @@ class Turn(Base):
     speaking_duration_seconds: Mapped[float | None] = mapped_column(Float)
     was_interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its place in the order the session's turns were appended (which a worker may append
+    # out of turn_index order), numbered from the session's last_append_seq.
+    append_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class FormResponse(Base):

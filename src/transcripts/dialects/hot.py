@@ -12,7 +12,12 @@ work itself: a GET of a hot route's path whose id is a canonical UUID, with no q
 and no conditional or range header. Everything else continues to FastAPI, including any id
 that FastAPI has to validate (so a malformed id gets the same 400) and any query parameter
 or header the read might have to honour (``?redact=``, ``If-None-Match``): the fast path
-never answers such a request as if they were absent.
+never answers such a request as if they were absent. A read declared ``conditional`` honours
+``If-None-Match`` itself (it answers 304 from the session's row alone when the tag matches,
+``transcripts.caching``), so the fast path passes that header to it instead of leaving the
+request to FastAPI: a revalidation is the cheapest read there is and should not pay for
+FastAPI's machinery. Every other conditional or range header still goes to FastAPI, and every
+finalized read, hot or not, carries the ``ETag`` and ``Cache-Control: private``.
 
 The two cannot drift apart: ``verify_hot_routes`` refuses, when the application is built, a
 hot route that has gained a dependency or a parameter its hot read would skip (a rate
@@ -66,6 +71,8 @@ class HotRead:
     render_error: ErrorRenderer
     # Dependencies, beside the credentials, that ``read`` applies itself.
     honours: frozenset[Callable[..., Any]] = field(default_factory=frozenset)
+    # ``read`` answers ``If-None-Match`` itself (a 304 when the caller's tag is current).
+    conditional: bool = False
 
 
 class HotRoute(DialectRoute):
@@ -81,6 +88,7 @@ def add_hot_route(
     *,
     session_id: Any,
     honours: Iterable[Callable[..., Any]] = (),
+    conditional: bool = False,
     **kwargs: Any,
 ) -> None:
     """Declare a GET of one session: the FastAPI route (both slash spellings) and its hot
@@ -90,7 +98,7 @@ def add_hot_route(
         raise TypeError(
             "a hot route belongs to a dialect: its router's route_class is a DialectRoute"
         )
-    hot = HotRead(path, read, base.render_error, frozenset(honours))
+    hot = HotRead(path, read, base.render_error, frozenset(honours), conditional)
     route_class = type(f"Hot{base.__name__}", (HotRoute, base), {"hot": hot})
 
     async def endpoint(
@@ -170,10 +178,11 @@ def _pattern(group: str, path: str) -> str:
 
 
 def _credential_headers(
-    headers: Iterable[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]], *, conditional: bool
 ) -> tuple[str | None, str | None] | None:
     """The first ``X-API-Key`` and ``Authorization`` values, as Starlette's Headers.get reads;
-    None when a header asks for something the hot reads do not do (a conditional request)."""
+    None when a header asks for something the read does not do (a conditional request it
+    does not honour, a range)."""
     api_key = authorization = None
     for name, value in headers:
         if name == b"x-api-key":
@@ -182,7 +191,9 @@ def _credential_headers(
         elif name == b"authorization":
             if authorization is None:
                 authorization = value.decode("latin-1")
-        elif name.startswith(b"if-") or name == b"range":
+        elif (name.startswith(b"if-") or name == b"range") and not (
+            conditional and name == b"if-none-match"
+        ):
             # A conditional request or a range: what a GET answers depends on it.
             return None
     return api_key, authorization
@@ -211,11 +222,14 @@ class HotReads:
             and not scope.get("root_path")
         ):
             match = self._match(scope["path"])
-        headers = None if match is None else _credential_headers(scope["headers"])
-        if match is None or match.lastgroup is None or headers is None:
+        if match is None or match.lastgroup is None:
             await self.app(scope, receive, send)
             return
         hot = self._reads[match.lastgroup]
+        headers = _credential_headers(scope["headers"], conditional=hot.conditional)
+        if headers is None:
+            await self.app(scope, receive, send)
+            return
         state = app_state(scope["app"])
         # What routing would have recorded: the metrics and the request log label by template.
         scope["route"] = hot

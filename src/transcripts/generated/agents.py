@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -14,7 +14,48 @@ from pydantic import (
     StrictInt,
     StrictStr,
 )
-from uuid import UUID
+from typing import Annotated, Any, Literal
+
+
+class SearchHit(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    session_id: UUID
+    character_slug: StrictStr
+    turn_index: Annotated[StrictInt, Field(ge=0)]
+    role: Literal["user", "assistant"]
+    ts: Annotated[
+        StrictFloat, Field(description="Seconds from the session's start; seek the recording here.")
+    ]
+    snippet: Annotated[
+        StrictStr,
+        Field(
+            description="The turn's text around the matches, each match wrapped in <b>...</b>; everything else is the turn's text as stored (not HTML-escaped).\n"
+        ),
+    ]
+    created_at: AwareDatetime
+
+
+class SearchResults(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    results: list[SearchHit]
+    next_cursor: Annotated[
+        StrictStr | None,
+        Field(description="Pass as cursor for the next page; null on the last page."),
+    ]
+
+
+class SearchResultsEnvelope(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    success: Literal[True]
+    message: StrictStr
+    data: SearchResults
+    errors: None
 
 
 class TranscriptItem(BaseModel):

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import load_session_record
 from transcripts.db.deletions import DeletionRepository
+from transcripts.db.live import announce_finalized, announce_turns
 from transcripts.db.sessions import SessionRepository
 from transcripts.db.usage import UsageRollups
 from transcripts.domain import (
@@ -222,7 +223,11 @@ async def append_turns(
         turns = redact_turns(turns)
     _refuse_duplicates_within(turns)
     sessions = SessionRepository(db)
-    inserted = await sessions.insert_turns(session.id, turns, now=datetime.now(UTC))
+    # Under session_for_write's lock, so two appends never number their turns alike.
+    after_seq = await sessions.reserve_append_seqs(session.id, len(turns))
+    inserted = await sessions.insert_turns(
+        session.id, turns, now=datetime.now(UTC), after_seq=after_seq
+    )
     retried = [turn for turn in turns if turn.turn_index not in inserted]
     if retried:
         stored = await sessions.stored_turns(session.id, (turn.turn_index for turn in retried))
@@ -235,6 +240,8 @@ async def append_turns(
             1 for turn in added if turn.was_interrupted and turn.role == "assistant"
         )
         await sessions.count_appended(session.id, len(inserted), added_bytes, interruptions)
+        # In this transaction: a rolled-back append announces nothing.
+        await announce_turns(db, session.session_id, max(inserted.values()))
     return len(inserted)
 
 
@@ -359,6 +366,7 @@ async def finalize_session(
             estimated_cost_micros=cost_micros,
         ),
     )
+    await announce_finalized(db, session.session_id)
     return replace(session, finalized_at=now, **changes)
 
 

@@ -6,12 +6,20 @@ import uuid
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Scope
 
+from transcripts.caching import (
+    if_none_match,
+    matches,
+    not_modified,
+    private_cache_headers,
+    transcript_etag,
+)
 from transcripts.dependencies import (
+    AppStateDep,
     CallerDep,
     CredentialsDep,
     DashboardDep,
@@ -21,9 +29,24 @@ from transcripts.dependencies import (
     TranscriptsDep,
 )
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
-from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.anam.mapper import (
+    anam_live_finalized,
+    anam_live_turn,
+    anam_session,
+    anam_session_list,
+    anam_transcript,
+)
+from transcripts.dialects.exports import (
+    FORMAT_PARAMETER,
+    DownloadQuery,
+    FormatPath,
+    RedactQuery,
+    export_content,
+    export_response,
+)
 from transcripts.dialects.hot import add_hot_route
 from transcripts.dialects.routing import REDACT_PARAMETER, add_slash_agnostic_route, route_class
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
@@ -47,15 +70,28 @@ def _json(document: Any) -> Response:
     return Response(orjson.dumps(document), media_type="application/json")
 
 
+_NOT_MODIFIED: dict[int | str, Any] = {
+    304: {"description": "The caller's copy (If-None-Match) is current: no body, its ETag."}
+}
+
+
 def _docs(
     model: type | None,
     errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503),
     *,
     openapi_extra: dict[str, Any] | None = None,
+    conditional: bool = False,
+    export: bool = False,
 ) -> dict[str, Any]:
-    responses: dict[int | str, Any] = (
-        {200: {"model": model}} if model else {204: {"description": "Deleted."}}
-    )
+    responses: dict[int | str, Any]
+    if export:
+        responses = {200: export_content()}
+    elif model:
+        responses = {200: {"model": model}}
+    else:
+        responses = {204: {"description": "Deleted."}}
+    if conditional:
+        responses.update(_NOT_MODIFIED)
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
         "tags": ["Sessions"],
@@ -69,8 +105,47 @@ async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
     redact = requested_in_query(scope["query_string"])
+    representation = _REDACTED if redact else _REPRESENTATION
+    condition = if_none_match(scope)
+    if condition is not None:
+        # The session row alone says whether the caller's copy is current.
+        head = await state.transcripts.session(credentials, session_id, with_turns=False)
+        etag = transcript_etag(head, representation, weak=False)
+        if etag is not None and matches(condition, etag):
+            return not_modified(etag)
     record = await state.transcripts.session(credentials, session_id)
-    return _json(anam_transcript(redact_record(record) if redact else record))
+    response = _json(anam_transcript(redact_record(record) if redact else record))
+    response.headers.update(
+        private_cache_headers(transcript_etag(record, representation, weak=False))
+    )
+    return response
+
+
+# The tags' names for what this read answers (it carries no link, so its tags are strong);
+# redacted and not are different entities.
+_REPRESENTATION = "anam.transcript"
+_REDACTED = "anam.transcript.redacted"
+
+
+async def export_session_transcript(
+    request: Request,
+    session_id: SessionIdPath,
+    format_name: FormatPath,
+    credentials: CredentialsDep,
+    state: AppStateDep,
+    download: DownloadQuery = False,
+    redact: RedactQuery = None,
+) -> Response:
+    return await export_response(
+        state,
+        credentials,
+        session_id,
+        format_name,
+        request,
+        dialect="anam",
+        download=download,
+        redact=redact,
+    )
 
 
 async def get_session(
@@ -143,10 +218,48 @@ add_hot_route(
     "/v1/sessions/{id}/transcript",
     get_session_transcript,
     session_id=SessionIdPath,
+    conditional=True,
     operation_id="getSessionTranscript",
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
-    **_docs(SessionTranscript, openapi_extra={"parameters": [REDACT_PARAMETER]}),
+    **_docs(SessionTranscript, openapi_extra={"parameters": [REDACT_PARAMETER]}, conditional=True),
+)
+add_stream_route(
+    router,
+    "/v1/sessions/{id}/transcript/stream",
+    session_id=SessionIdPath,
+    turn=anam_live_turn,
+    finalized=anam_live_finalized,
+    operation_id="streamSessionTranscript",
+    summary="stream session transcript",
+    description=(
+        "Server-Sent Events: the stored messages, then each message as it is appended, as"
+        " `event: turn` (data: a transcript message with `turnIndex`; id: increasing within"
+        " the session, for `Last-Event-ID`), then `event: finalized` with `{sessionId,"
+        " endTime, durationMs, totalMessages}` and the end. `: ping` every"
+        " STREAM_HEARTBEAT_SECONDS; 429 past STREAM_MAX_PER_CALLER open streams."
+    ),
+    **{
+        **_docs(SessionTranscript),
+        "responses": {
+            200: STREAM_200,
+            **ANAM_ERROR_RESPONSES,
+            429: {**ANAM_ERROR_RESPONSES[429], "description": STREAM_429},
+        },
+    },
+)
+add_slash_agnostic_route(
+    router,
+    f"/v1/sessions/{{id}}/transcript/{FORMAT_PARAMETER}",
+    export_session_transcript,
+    methods=["GET"],
+    operation_id="exportSessionTranscript",
+    summary="Export session transcript",
+    description=(
+        "The transcript as WebVTT (text/vtt), SubRip (application/x-subrip), plain text,"
+        " Markdown or JSON Lines (application/x-ndjson), cues timed to the recording."
+    ),
+    **_docs(None, conditional=True, export=True),
 )
 add_slash_agnostic_route(
     router,
