@@ -36,7 +36,13 @@ from transcripts.errors import (
     TranscriptsError,
 )
 from transcripts.limits import RequestGuard
-from transcripts.observability import AccessLog, Metrics, ObservabilityMiddleware, PoolCollector
+from transcripts.observability import (
+    AccessLog,
+    Metrics,
+    ObservabilityMiddleware,
+    PoolCollector,
+    WebhookMetrics,
+)
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
@@ -45,6 +51,7 @@ from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
 from transcripts.viewer import router as viewer_router
+from transcripts.webhook_deliverer import WebhookDeliverer
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
 
@@ -62,6 +69,8 @@ def create_app(
     metrics = Metrics()
     access_log = AccessLog()
     rate_limiter = RateLimiter.from_settings(settings, metrics.registry)  # None when off
+    webhook_metrics = WebhookMetrics()
+    metrics.registry.register(webhook_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +82,13 @@ def create_app(
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
+            deliverer = None
+            if settings.webhook_deliverer_enabled:
+                deliverer = WebhookDeliverer(database, settings, webhook_metrics)
+                await deliverer.start()
+                # Stopped before the database is disposed: attempts in flight record
+                # their outcome first.
+                stack.push_async_callback(deliverer.stop)
             app.state.transcripts = AppState(
                 settings=settings,
                 token_verifier=token_verifier,
@@ -83,6 +99,7 @@ def create_app(
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
                 recordings=await open_recording_store(settings, stack),
+                webhooks=deliverer,
             )
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
             settle_garbage_collector()

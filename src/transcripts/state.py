@@ -14,6 +14,7 @@ from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.settings import Settings
+from transcripts.webhook_deliverer import WebhookDeliverer
 
 __all__ = ["AppState", "app_state"]
 
@@ -29,6 +30,8 @@ class AppState:
     transcripts: TranscriptReads
     dashboard: DashboardReads
     recordings: RecordingStore
+    # None when this process runs no deliverer (TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED=false).
+    webhooks: WebhookDeliverer | None = None
 
 
 def app_state(app: Starlette) -> AppState:
