@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+from sqlalchemy.exc import NoSuchTableError
+
 from tests.migration_harness import columns, migrate, run
 
 COUNTERS, UPLOAD_KEY = "5d0c1f7e2a91", "f67217efc85a"
@@ -187,3 +190,46 @@ def test_dashboard_reads_backfill_owners_counts_and_rollups_and_undo(
     migrate(url, "downgrade", UPLOAD_KEY)
     assert {"owner_id", "interruption_count"}.isdisjoint(columns(url))
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
+
+
+WEBHOOKS = "c9e4a4236bc8"
+
+
+def test_webhooks_tables_come_with_existing_sessions_and_go(empty_database: str) -> None:
+    """New tables only: the sessions already there stay as they were, and an event of one
+    can be queued right after the upgrade; the downgrade drops the tables alone."""
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DASHBOARD)
+    before = run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id")
+
+    migrate(url, "upgrade", WEBHOOKS)
+    assert run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id") == before
+    assert {"owner_id", "url", "events", "secret", "is_active", "failing_since"} <= columns(
+        url, "webhook_endpoints"
+    )
+    run(
+        url,
+        "INSERT INTO webhook_endpoints (id, owner_id, url, events, secret, is_active, created_at)"
+        f" VALUES (1, 1, 'https://h.example/x', '[\"session.finalized\"]', 'whsec_x', true,"
+        f" '{NOW}')",
+    )
+    run(
+        url,
+        "INSERT INTO webhook_events (id, type, payload, created_at)"
+        f" VALUES ('msg_1', 'session.finalized', '{{}}', '{NOW}')",
+    )
+    run(
+        url,
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts,"
+        " next_attempt_at, attempt_log, created_at)"
+        f" VALUES ('msg_1', 1, 'pending', 0, '{NOW}', '[]', '{NOW}')",
+    )
+    assert run(url, "SELECT status FROM webhook_deliveries") == [{"status": "pending"}]
+
+    migrate(url, "downgrade", DASHBOARD)
+    for table in ("webhook_deliveries", "webhook_events", "webhook_endpoints"):
+        with pytest.raises(NoSuchTableError):
+            columns(url, table)
+    assert run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id") == before
