@@ -403,3 +403,5 @@ class WebhookClaim:
     attempts: int
     # Whether the endpoint was already failing before this attempt (and since when).
     failing_since: datetime | None
+    # The attempts so far, as stored: this attempt's outcome is appended to them.
+    attempt_log: list[dict[str, Any]]

@@ -63,6 +63,7 @@ class WebhookDeliverer:
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._backlog = False
+        self._claim_batch = max(1, settings.webhook_concurrency // 4)
         self._next_retry: float | None = None  # monotonic time of the soonest known retry
         self._task: asyncio.Task[None] | None = None
         self._unhook: Callable[[], None] = lambda: None
@@ -112,7 +113,9 @@ class WebhookDeliverer:
             self._wake.clear()
             claimed = 0
             capacity = self._settings.webhook_concurrency - len(self._in_flight)
-            if capacity > 0:
+            # With attempts in flight, claim again only once a quarter of the slots are
+            # free: one claim per few deliveries, not one per delivery.
+            if capacity >= self._claim_batch or (capacity > 0 and not self._in_flight):
                 try:
                     claimed = self._launch(await self._claim(capacity))
                 except Exception as exc:
@@ -149,8 +152,9 @@ class WebhookDeliverer:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._backlog:
-            self._wake.set()  # a slot is free and more may be waiting
+        free = self._settings.webhook_concurrency - len(self._in_flight)
+        if self._backlog and (free >= self._claim_batch or not self._in_flight):
+            self._wake.set()  # slots are free and more may be waiting
 
     async def _deliver(self, claim: WebhookClaim) -> None:
         at = datetime.now(UTC)

@@ -281,27 +281,48 @@ class WebhookRepository:
                 WebhookEvent.payload,
                 WebhookDelivery.attempts,
                 WebhookEndpoint.failing_since,
+                WebhookDelivery.attempt_log,
             )
             .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
             .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
             .where(WebhookDelivery.id.in_(list(delivery_ids)))
             .order_by(WebhookDelivery.id)
         )
-        return [WebhookClaim(*row) for row in rows]
+        return [
+            WebhookClaim(
+                delivery_id=delivery_id,
+                endpoint_id=endpoint_id,
+                event_id=event_id,
+                url=url,
+                secret=secret,
+                payload=payload,
+                attempts=attempts,
+                failing_since=failing_since,
+                attempt_log=list(log or []),
+            )
+            for (
+                delivery_id,
+                endpoint_id,
+                event_id,
+                url,
+                secret,
+                payload,
+                attempts,
+                failing_since,
+                log,
+            ) in rows
+        ]
 
     async def record_attempt(
         self,
-        delivery_id: int,
+        claim: WebhookClaim,
         *,
         status: Status,
         next_attempt_at: datetime | None,
         attempt: WebhookAttempt,
     ) -> None:
-        log = await self._db.scalar(
-            select(WebhookDelivery.attempt_log).where(WebhookDelivery.id == delivery_id)
-        )
-        if log is None:  # the endpoint was deleted meanwhile
-            return
+        """The attempt's outcome. The claim holds the delivery (its lease) until this
+        runs, so the log read with the claim is still the stored one."""
         entry = {
             "at": attempt.at.isoformat(),
             "response_code": attempt.response_code,
@@ -310,14 +331,14 @@ class WebhookRepository:
         }
         await self._db.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id)
+            .where(WebhookDelivery.id == claim.delivery_id)
             .values(
                 status=status,
                 attempts=WebhookDelivery.attempts + 1,
                 next_attempt_at=next_attempt_at,
                 last_response_code=attempt.response_code,
                 last_error=attempt.error,
-                attempt_log=[*log, entry],
+                attempt_log=[*claim.attempt_log, entry],
             )
             .execution_options(synchronize_session=False)
         )

@@ -294,7 +294,7 @@ async def record_attempt(
     succeeded = attempt.response_code is not None and 200 <= attempt.response_code < 300
     if succeeded:
         await webhooks.record_attempt(
-            claim.delivery_id, status="succeeded", next_attempt_at=None, attempt=attempt
+            claim, status="succeeded", next_attempt_at=None, attempt=attempt
         )
         if claim.failing_since is not None:
             await webhooks.endpoint_succeeded(claim.endpoint_id)
@@ -304,7 +304,7 @@ async def record_attempt(
     if retry < len(retry_schedule):
         next_attempt_at = attempt.at + timedelta(seconds=retry_schedule[retry])
     await webhooks.record_attempt(
-        claim.delivery_id,
+        claim,
         status="pending" if next_attempt_at else "failed",
         next_attempt_at=next_attempt_at,
         attempt=attempt,
