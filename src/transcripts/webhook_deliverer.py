@@ -72,7 +72,12 @@ class WebhookDeliverer:
             timeout=settings.webhook_timeout_seconds,
             # Receivers are other parties' servers: no proxy from the environment.
             trust_env=False,
-            limits=httpx.Limits(max_connections=settings.webhook_concurrency),
+            # Every slot keeps its connection: one closed after each attempt would be set up
+            # again (TCP, TLS) for the next.
+            limits=httpx.Limits(
+                max_connections=settings.webhook_concurrency,
+                max_keepalive_connections=settings.webhook_concurrency,
+            ),
         )
 
     def wake(self) -> None:

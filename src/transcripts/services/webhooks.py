@@ -296,8 +296,9 @@ async def record_attempt(
         await webhooks.record_attempt(
             claim, status="succeeded", next_attempt_at=None, attempt=attempt
         )
-        if claim.failing_since is not None:
-            await webhooks.endpoint_succeeded(claim.endpoint_id)
+        # Not only when the claim saw the endpoint failing: another attempt may have
+        # failed since this one was claimed.
+        await webhooks.endpoint_succeeded(claim.endpoint_id)
         return AttemptResult("succeeded", None)
     retry = claim.attempts  # this was attempt number claim.attempts + 1
     next_attempt_at = None
