@@ -239,7 +239,7 @@ async def bench() -> int:
         "",
         f"Run at commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, on"
         f" {os.cpu_count()} cores ({platform.machine()}) shared with other work; the server",
-        "pinned to one core, this process (client and receiver) to the other.",
+        "pinned to one core (bench.load.server), this process (client and receiver) not pinned.",
         "",
     ]
     text = "\n".join(header + lines) + "\n"
