@@ -49,6 +49,7 @@ async def _env(url: str, **overrides: Any) -> AsyncIterator[Env]:
         "webhook_allow_private_targets": True,
         "webhook_retry_schedule": "0.2,0.2,0.2",
         "webhook_poll_interval_seconds": 0.2,
+        "webhook_deliverer_enabled": True,
         **overrides,
     }
     settings = make_settings(url, **values)
