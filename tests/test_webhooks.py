@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -512,3 +513,35 @@ async def test_a_private_target_is_refused_at_delivery_too(empty_database: str) 
             assert delivery["last_response_code"] is None
         assert hook.requests == 0
     assert owner.id
+
+
+async def test_forgetting_a_session_deletes_its_events_then_deleted_is_sent(
+    empty_database: str,
+) -> None:
+    """What the delete of a session calls in its transaction: the session's stored events
+    (they hold its transcript) go, undelivered ones included; session.deleted follows."""
+    async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
+        owner, headers = await _user(env)
+        other_owner, other_headers = await _user(env)
+        endpoint = await _create(env, headers, "http://127.0.0.1:9/x")
+        other_endpoint = await _create(env, other_headers, "http://127.0.0.1:9/y")
+        worker = Worker(env.client, headers)
+        session_id = await worker.start(await worker.character())
+        await worker.turns(session_id, [seed_turn(0)])
+        await worker.finalize(session_id)
+        other = Worker(env.client, other_headers)
+        await other.start(await other.character())
+        assert len(await _deliveries(env, headers, endpoint["id"])) == 3
+
+        async with env.factory.database.sessionmaker.begin() as db:
+            forgotten = await webhooks.forget_session(db, uuid.UUID(session_id))
+            emitted = await webhooks.emit(
+                db, "session.deleted", {"session_id": session_id}, session_owner_id=owner.id
+            )
+        assert forgotten == 3
+        (deleted,) = await _deliveries(env, headers, endpoint["id"])
+        assert deleted["event_type"] == "session.deleted"
+        assert deleted["event_id"] == emitted
+        # Another user's session's events are untouched.
+        assert len(await _deliveries(env, other_headers, other_endpoint["id"])) == 1
+        assert other_owner.id

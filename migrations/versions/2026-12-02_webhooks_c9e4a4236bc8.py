@@ -24,9 +24,15 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("session_id", sa.Uuid(), nullable=True),
         sa.Column("created_at", transcripts.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
     )
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_events_session_id"), ["session_id"], unique=False
+        )
+
     op.create_table(
         "webhook_endpoints",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -107,4 +113,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_webhook_endpoints_owner_id"))
 
     op.drop_table("webhook_endpoints")
+    with op.batch_alter_table("webhook_events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_events_session_id"))
+
     op.drop_table("webhook_events")

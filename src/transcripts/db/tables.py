@@ -279,6 +279,9 @@ class WebhookEvent(Base):
     # The exact body that is signed and sent: stored as text so every retry sends (and
     # signs) the same bytes.
     payload: Mapped[str] = mapped_column(Text)
+    # The session it is about (none for webhook.test): deleting a session's data deletes
+    # its events too, which hold its transcript.
+    session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -6,6 +6,7 @@ the caller of the service owns the transaction.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,11 +172,16 @@ class WebhookRepository:
         payload: str,
         endpoint_ids: Sequence[int],
         now: datetime,
+        session_id: uuid.UUID | None = None,
     ) -> list[int]:
         """The event and one pending delivery per endpoint, due now; answers their ids."""
         await self._db.execute(
             insert(WebhookEvent).values(
-                id=event_id, type=event_type, payload=payload, created_at=now
+                id=event_id,
+                type=event_type,
+                payload=payload,
+                session_id=session_id,
+                created_at=now,
             )
         )
         return await self._add_deliveries(event_id, endpoint_ids, now)
@@ -202,6 +208,13 @@ class WebhookRepository:
             ],
         )
         return [row[0] for row in result]
+
+    async def delete_session_events(self, session_id: uuid.UUID) -> int:
+        """Every event about the session, with its deliveries (ON DELETE CASCADE)."""
+        result = await self._db.execute(
+            delete(WebhookEvent).where(WebhookEvent.session_id == session_id)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def redeliver(self, event_id: str, endpoint_id: int, now: datetime) -> int:
         """A new pending delivery of a stored event (a replay): same event, same webhook-id."""

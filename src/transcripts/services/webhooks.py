@@ -43,6 +43,7 @@ __all__ = [
     "delete_endpoint",
     "deliveries",
     "emit",
+    "forget_session",
     "list_endpoints",
     "new_event_id",
     "new_secret",
@@ -110,14 +111,24 @@ async def emit(
         trimmed = {**data, "transcript": [], "transcript_text": "", "transcript_omitted": True}
         body = _body(event_type, trimmed, now)
     event_id = new_event_id()
+    session_id = data.get("session_id")
     await webhooks.add_event(
         event_id=event_id,
         event_type=event_type,
         payload=body.decode(),
         endpoint_ids=endpoint_ids,
         now=now,
+        session_id=uuid.UUID(str(session_id)) if session_id else None,
     )
     return event_id
+
+
+async def forget_session(db: AsyncSession, session_id: uuid.UUID) -> int:
+    """Delete every stored event about a session, with its deliveries (pending ones are
+    never sent): the events hold the session's data (a transcript, metadata). For the
+    delete of a session, in its transaction, before it emits ``session.deleted``; answers
+    how many events went."""
+    return await WebhookRepository(db).delete_session_events(session_id)
 
 
 # Endpoints.
