@@ -545,3 +545,31 @@ async def test_forgetting_a_session_deletes_its_events_then_deleted_is_sent(
         # Another user's session's events are untouched.
         assert len(await _deliveries(env, other_headers, other_endpoint["id"])) == 1
         assert other_owner.id
+
+
+async def test_staff_endpoints_receive_every_session_and_others_only_their_own(
+    empty_database: str,
+) -> None:
+    async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
+        staff = await env.factory.user(staff=True)
+        _, staff_key = await env.factory.api_key(staff)
+        staff_headers = {"X-API-Key": staff_key}
+        _, owner_headers = await _user(env)
+        _, bystander_headers = await _user(env, jwt_auth=True)
+        staff_endpoint = await _create(env, staff_headers, "http://127.0.0.1:9/s")
+        owner_endpoint = await _create(env, owner_headers, "http://127.0.0.1:9/o")
+        bystander_endpoint = await _create(env, bystander_headers, "http://127.0.0.1:9/b")
+        worker = Worker(env.client, owner_headers)
+        await worker.start(await worker.character())
+        assert len(await _deliveries(env, staff_headers, staff_endpoint["id"])) == 1
+        assert len(await _deliveries(env, owner_headers, owner_endpoint["id"])) == 1
+        assert await _deliveries(env, bystander_headers, bystander_endpoint["id"]) == []
+        # An endpoint that did not ask for an event type gets none of it.
+        await env.client.patch(
+            ENDPOINT.format(owner_endpoint["id"]),
+            json={"events": ["session.finalized"]},
+            headers=owner_headers,
+        )
+        await worker.start(await worker.character())
+        assert len(await _deliveries(env, owner_headers, owner_endpoint["id"])) == 1
+        assert len(await _deliveries(env, staff_headers, staff_endpoint["id"])) == 2
