@@ -101,24 +101,25 @@ def test_the_receiver_down_while_the_service_restarts(empty_database: str) -> No
         assert delivery["last_error"].startswith("ConnectError")
         api.close()
 
-    with receiver(port=port) as hook, transcripts_process("serve", env=_env(url)) as second:
-        hook.secrets = [endpoint["secret"]]
-        hook.wait_for(lambda: len(hook.deliveries) == 1, timeout=60)
-        (received,) = hook.deliveries
-        assert received.webhook_id == delivery["event_id"]
-        assert received.payload["type"] == "session.finalized"
-        assert received.payload["data"]["session_id"] == session_id
-        assert hook.rejected == []
-        with httpx.Client(base_url=second.base_url, headers=headers, timeout=30) as api:
+    with receiver(port=port) as hook:
+        hook.secrets = [endpoint["secret"]]  # before the service can send anything
+        with transcripts_process("serve", env=_env(url)) as second:
+            hook.wait_for(lambda: len(hook.deliveries) == 1, timeout=60)
+            (received,) = hook.deliveries
+            assert received.webhook_id == delivery["event_id"]
+            assert received.payload["type"] == "session.finalized"
+            assert received.payload["data"]["session_id"] == session_id
+            assert hook.rejected == []
+            with httpx.Client(base_url=second.base_url, headers=headers, timeout=30) as api:
 
-            def settled() -> bool:
-                found = api.get(DELIVERIES.format(endpoint["id"])).json()["data"]
-                return bool(found[0]["status"] == "succeeded")
+                def settled() -> bool:
+                    found = api.get(DELIVERIES.format(endpoint["id"])).json()["data"]
+                    return bool(found[0]["status"] == "succeeded")
 
-            _wait(settled)
-            (done,) = api.get(DELIVERIES.format(endpoint["id"])).json()["data"]
-            assert done["attempts"] >= 2
-            assert done["attempt_log"][-1]["response_code"] == 200
+                _wait(settled)
+                (done,) = api.get(DELIVERIES.format(endpoint["id"])).json()["data"]
+                assert done["attempts"] >= 2
+                assert done["attempt_log"][-1]["response_code"] == 200
 
 
 @pytest.fixture
