@@ -11,7 +11,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: run test lint format generate openapi bench bench-scale soak clean
+.PHONY: run test lint format generate openapi bench bench-scale bench-streams soak clean
 
 $(UV):
 	$(PYTHON) -m venv $(BOOTSTRAP)
@@ -74,6 +74,10 @@ bench: $(VENV)/.synced
 ## bench-scale: dashboard reads at 1,000 and 1,000,000 sessions (bench/SCALE.md; its databases are built once); SCALE_SECTION=before|after, SCALE_QUICK=1
 bench-scale: $(VENV)/.synced
 	$(VENV)/bin/python -m bench.scale
+
+## bench-streams: live transcript latency across two replicas and memory per idle stream (bench/STREAMS.md)
+bench-streams: $(VENV)/.synced
+	$(VENV)/bin/python -m bench.streams
 
 ## soak: a real server on a fresh PostgreSQL database under writers and readers (SOAK_SECONDS=60)
 soak: $(VENV)/.synced

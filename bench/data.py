@@ -29,7 +29,7 @@ SIZES = (10, 100, 1_000, 10_000)
 OWNER_EMAIL = "owner@bench.example"
 BENCH_KEY_NAME = "bench"
 # Bumped when the generated data changes shape, so an older bench database is rebuilt.
-DATA_VERSION = 1
+DATA_VERSION = 3  # 2: the session row's owner and counters (issues 16, 17); 3: append_seq
 
 _VOCABULARY = (
     "the a our your this that my we you I it they can could would should will just really "
@@ -102,6 +102,7 @@ def _turns(
             "speaking_duration_seconds": speaking,
             "was_interrupted": role == "assistant" and rng.random() < 0.08,
             "created_at": created,
+            "append_seq": index + 1,
         }
         ts += speaking + rng.uniform(0.3, 1.5)
 
@@ -180,6 +181,7 @@ def _generate(session_count: int, seed: int = 7) -> _Rows:
                 "tenant_id": character["tenant_id"],
                 "character_id": character["id"],
                 "user_id": character["created_by_id"],
+                "owner_id": character["created_by_id"],
                 "room_name": f"bench-{turn_count}-turns" if measured else f"room-{pk}",
                 "origin_url": "https://example.com/contact",
                 "metadata": orjson.dumps({"plan": "pro", "visitor": f"v_{pk}"}).decode(),
@@ -198,8 +200,12 @@ def _generate(session_count: int, seed: int = 7) -> _Rows:
                 "tts_characters": sum(len(t["text"]) for t in session_turns[::2]),
                 "tts_provider": "openai",
                 "estimated_cost_micros": 37 * turn_count,
+                "last_append_seq": turn_count,
                 "recording_status": "NONE",
                 "recording_url": None,
+                "turn_count": len(session_turns),
+                "text_bytes": sum(len(t["text"].encode()) for t in session_turns),
+                "interruption_count": sum(t["was_interrupted"] for t in session_turns),
             }
         )
         turns.extend(session_turns)

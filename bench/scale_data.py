@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 # Bumped whenever the generated rows change, so an older build is rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CHUNK_SESSIONS = 5_000
 
 # The world's clock: fixed, so a build is the same whenever it runs.
@@ -575,6 +575,7 @@ def _turns(
                     "speaking_duration_seconds": speaking / 100,
                     "was_interrupted": assistant and draw() < 0.08,
                     "created_at": started + timedelta(milliseconds=10 * end),
+                    "append_seq": index + 1,
                 }
             )
         at = end + 30 + int(130 * draw())
@@ -586,7 +587,7 @@ def _turns(
 DERIVED_SQL: tuple[str, ...] = (
     # What each session holds, as every append keeps it.
     "UPDATE sessions SET turn_count = t.turns, text_bytes = t.bytes,"
-    " interruption_count = t.interruptions"
+    " interruption_count = t.interruptions, last_append_seq = t.turns"
     " FROM (SELECT session_pk, count(*) AS turns, sum(octet_length(text)) AS bytes,"
     " count(*) FILTER (WHERE role = 'assistant' AND was_interrupted) AS interruptions"
     " FROM turns GROUP BY session_pk) t WHERE sessions.id = t.session_pk",

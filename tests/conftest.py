@@ -162,6 +162,13 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # No app of the suite sends webhooks unless its test asks for it (tests/test_webhooks.py
         # does, on databases of its own): an endpoint a fuzzer created must never be called.
         "webhook_deliverer_enabled": False,
+        # The suite's apps share databases with tests that make sessions expire on purpose:
+        # only the tests of the sweeper (tests/test_retention.py) let it run on its own.
+        "retention_sweep_seconds": 24 * 3600,
+        # The in-process client reads a live stream whole: one of a session in progress
+        # ends soon after it has nothing more to send (tests/test_live_streams.py runs
+        # real servers for the live part).
+        "stream_idle_seconds": 0.5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

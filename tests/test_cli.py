@@ -14,10 +14,13 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.factories import Factory, turns
+from tests.servers import free_port
 
 TRANSCRIPTS = str(Path(sys.executable).with_name("transcripts"))
 
@@ -136,6 +139,103 @@ def test_refuses_a_weak_secret(secret: str, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "TRANSCRIPTS_JWT_SECRET" in result.stderr
     assert secret not in result.stderr
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, *, private: bool = False) -> str:
+    if private:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+NOT_A_PUBLIC_KEY = (
+    "TRANSCRIPTS_JWT_PUBLIC_KEY is not a PEM public key"
+    " (-----BEGIN PUBLIC KEY----- ...; not a private key, nor a certificate)"
+)
+WRONG_KIND_OF_KEY = (
+    "TRANSCRIPTS_JWT_PUBLIC_KEY must be an RSA key of at least 2048 bits (RS256)"
+    " or a P-256 EC key (ES256)"
+)
+LIVEKIT = {
+    "TRANSCRIPTS_LIVEKIT_URL": "wss://voice.example.livekit.cloud",
+    "TRANSCRIPTS_LIVEKIT_API_KEY": "APIdevkey",
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"TRANSCRIPTS_JWT_PUBLIC_KEY": "ssh-rsa AAAAB3NzaC1yc2E secret-ish"}, NOT_A_PUBLIC_KEY),
+        (
+            {
+                "TRANSCRIPTS_JWT_PUBLIC_KEY": _pem(
+                    ec.generate_private_key(ec.SECP256R1()), private=True
+                )
+            },
+            NOT_A_PUBLIC_KEY,
+        ),
+        (
+            {"TRANSCRIPTS_JWT_PUBLIC_KEY": _pem(rsa.generate_private_key(65537, 1024))},  # noqa: S505 (refused)
+            WRONG_KIND_OF_KEY,
+        ),
+        (
+            {"TRANSCRIPTS_JWT_PUBLIC_KEY": _pem(ec.generate_private_key(ec.SECP384R1()))},
+            WRONG_KIND_OF_KEY,
+        ),
+        (
+            {"TRANSCRIPTS_RECORDINGS_SIGNING_KEY": "sign-links-0123456789"},
+            "TRANSCRIPTS_RECORDINGS_SIGNING_KEY must be at least 32 bytes long"
+            " (e.g. the output of: openssl rand -base64 48)",
+        ),
+        (
+            {"TRANSCRIPTS_RECORDINGS_SIGNING_KEY": "changeme-" + "0123456789" * 4},
+            "TRANSCRIPTS_RECORDINGS_SIGNING_KEY is a placeholder value; set a random secret",
+        ),
+        (
+            {**LIVEKIT, "TRANSCRIPTS_LIVEKIT_API_SECRET": "lk-secret-0123456789"},
+            "TRANSCRIPTS_LIVEKIT_API_SECRET must be at least 32 bytes long"
+            " (e.g. the output of: openssl rand -base64 48)",
+        ),
+    ],
+    ids=[
+        "not PEM",
+        "a private key",
+        "RSA 1024",
+        "EC P-384",
+        "short signing key",
+        "placeholder signing key",
+        "short LiveKit secret",
+    ],
+)
+def test_keys_and_secrets_are_checked_at_start_in_one_sentence(
+    variables: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "TRANSCRIPTS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        "TRANSCRIPTS_JWT_SECRET": TEST_JWT_SECRET,
+        **variables,
+    }
+    result = subprocess.run(
+        [TRANSCRIPTS, "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"transcripts: configuration error: {message}\n"
+    for value in variables.values():
+        for line in value.splitlines():
+            if len(line) > 8 and "-----" not in line:
+                assert line not in result.stderr
 
 
 async def test_a_user_created_without_a_tenant_gets_one_and_can_create_a_character(

@@ -9,6 +9,7 @@ origins of ``TRANSCRIPTS_CORS_ALLOW_ORIGINS`` (none by default).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from playwright.async_api import Page
 from pydantic import ValidationError
+from sqlalchemy import event
 
 from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory, turns
@@ -305,6 +307,90 @@ def test_the_setting_is_a_comma_separated_list_of_origins(monkeypatch: pytest.Mo
         monkeypatch.setenv("TRANSCRIPTS_CORS_ALLOW_ORIGINS", entry)
         with pytest.raises(ValidationError, match="is not an origin"):
             Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def count_origin_reads(app: FastAPI) -> list[str]:
+    """The statements that read characters' allowed origins, as the database receives them."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "allowed_origins" in statement and "json_" in statement:
+            statements.append(statement)
+
+    event.listen(app_state(app).database.engine.sync_engine, "before_cursor_execute", seen)
+    return statements
+
+
+def fresh_origin() -> str:
+    """An origin no other test's character allows (the grant covers every character)."""
+    return f"https://{uuid.uuid4().hex[:12]}.example"
+
+
+async def test_a_flood_of_preflights_reads_the_origins_once_per_period(
+    database_url: str, factory: Factory
+) -> None:
+    """Preflights take no credentials: each one must not cost a scan of every character."""
+    shop, new_shop, added = fresh_origin(), fresh_origin(), fresh_origin()
+    owner = await factory.user()
+    character = await factory.character(owner, allowed_origins=[shop])
+    headers = {"Authorization": f"Bearer {factory.token(owner.id)}"}
+    settings = make_settings(database_url, rate_limit_enabled=False, widget_origins_ttl_seconds=600)
+    async for app in running_app(settings):
+        reads = count_origin_reads(app)
+        async with asgi_client(app) as client:
+            concurrent = await asyncio.gather(
+                *(preflight(client, START, origin) for origin in [shop, EVIL] * 25)
+            )
+            one_by_one = [
+                await preflight(client, FORMS.format(character.slug), fresh_origin())
+                for _ in range(50)
+            ]
+            assert [response.status_code for response in concurrent] == [200, 400] * 25
+            assert {response.status_code for response in one_by_one} == {400}
+            assert len(reads) == 1, reads
+
+            # Changed through this process: granted, and withdrawn, on the next preflight.
+            assert_refused(await preflight(client, START, new_shop))
+            changed = await client.patch(
+                f"/api/ai-characters/{character.slug}/",
+                json={"allowed_origins": [new_shop]},
+                headers=headers,
+            )
+            assert changed.status_code == 200, changed.text
+            assert_admitted(await preflight(client, START, new_shop), new_shop)
+            assert_refused(await preflight(client, START, shop))
+            created = await client.post(
+                "/api/ai-characters/",
+                json={"slug": f"c-{uuid.uuid4().hex[:8]}", "name": "C", "allowed_origins": [added]},
+                headers=headers,
+            )
+            assert created.status_code == 201, created.text
+            assert_admitted(await preflight(client, START, added), added)
+            assert len(reads) == 3, reads  # the first, and one after each change
+
+
+async def test_a_change_made_elsewhere_is_granted_for_a_period_but_never_the_request(
+    database_url: str, factory: Factory
+) -> None:
+    """Another process's change shows within the period; meanwhile a stale preflight grant
+    lets the browser send the request, which the route still refuses."""
+    shop = fresh_origin()
+    character = await factory.character(await factory.user(), allowed_origins=[shop])
+    settings = make_settings(database_url, rate_limit_enabled=False, widget_origins_ttl_seconds=1)
+    async for app in running_app(settings):
+        async with asgi_client(app) as client:
+            assert_admitted(await preflight(client, START, shop), shop)
+            await deactivate_character(factory, character.id)  # as another replica would
+            stale = await preflight(client, START, shop)
+            refused = await client.post(
+                START, json={"agent": character.slug}, headers={"Origin": shop}
+            )
+            await asyncio.sleep(1.1)
+            fresh = await preflight(client, START, shop)
+    assert_admitted(stale, shop)
+    assert refused.status_code == 404
+    assert ACAO not in refused.headers
+    assert_refused(fresh)
 
 
 async def test_a_widget_preflight_without_the_database_is_a_503() -> None:

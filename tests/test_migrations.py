@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.exc import NoSuchTableError
 
 from tests.migration_harness import columns, migrate, run
@@ -192,6 +193,85 @@ def test_dashboard_reads_backfill_owners_counts_and_rollups_and_undo(
     assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
 
 
+DATA_RIGHTS = "9b3e4d5a1c20"
+
+
+def test_data_rights_backfill_characters_with_no_retention_and_no_redaction_and_undo(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DASHBOARD)
+    before = run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters")
+
+    migrate(url, "upgrade", DATA_RIGHTS)
+    assert run(url, "SELECT id, retention_days, pii_redaction FROM characters") == [
+        {"id": 1, "retention_days": None, "pii_redaction": "none"}
+    ]
+    assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
+    assert columns(url, "session_tombstones") == {"session_id", "owner_id", "deleted_at"}
+    assert columns(url, "recording_deletions") == {
+        "id",
+        "recording_url",
+        "session_id",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+    }
+    # The constraints hold on both databases: no retention of 0 days, no unknown mode.
+    for change in ("retention_days = 0", "pii_redaction = 'hash'"):
+        with pytest.raises(sa.exc.IntegrityError, match=r"(?i)constraint"):
+            run(url, f"UPDATE characters SET {change} WHERE id = 1")
+    run(url, "UPDATE characters SET retention_days = 30, pii_redaction = 'store' WHERE id = 1")
+
+    migrate(url, "downgrade", DASHBOARD)
+    assert {"retention_days", "pii_redaction"}.isdisjoint(columns(url, "characters"))
+    assert run(url, "SELECT id, slug, is_active, transcripts_enabled FROM characters") == before
+    assert run(url, "SELECT count(*) AS sessions FROM sessions") == [{"sessions": 2}]
+
+
+APPEND_SEQ = "a8e51c3d9b70"
+
+
+def test_append_seq_numbers_stored_turns_in_turn_index_order_and_undoes(
+    empty_database: str,
+) -> None:
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", DATA_RIGHTS)
+    # Session 2 gets turns stored out of order (3 before 1) and with a gap (no 2).
+    for index in (3, 0, 1):
+        run(
+            url,
+            "INSERT INTO turns (session_pk, turn_index, role, text, ts, was_interrupted,"
+            f" created_at) VALUES (2, :index, 'user', 'x', 0, false, '{NOW}')",
+            index=index,
+        )
+
+    migrate(url, "upgrade", APPEND_SEQ)
+    assert run(
+        url, "SELECT session_pk, turn_index, append_seq FROM turns ORDER BY session_pk, turn_index"
+    ) == [
+        {"session_pk": 1, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 1, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 0, "append_seq": 1},
+        {"session_pk": 2, "turn_index": 1, "append_seq": 2},
+        {"session_pk": 2, "turn_index": 3, "append_seq": 3},
+    ]
+    assert run(url, "SELECT id, last_append_seq FROM sessions ORDER BY id") == [
+        {"id": 1, "last_append_seq": 2},
+        {"id": 2, "last_append_seq": 3},
+    ]
+
+    migrate(url, "downgrade", DATA_RIGHTS)
+    assert "last_append_seq" not in columns(url)
+    assert "append_seq" not in columns(url, "turns")
+    assert run(url, "SELECT count(*) AS turns FROM turns") == [{"turns": 5}]
+
+
 WEBHOOKS = "c9e4a4236bc8"
 
 
@@ -201,7 +281,7 @@ def test_webhooks_tables_come_with_existing_sessions_and_go(empty_database: str)
     url = empty_database
     migrate(url, "upgrade", UPLOAD_KEY)
     _seed_before_counters(url)
-    migrate(url, "upgrade", DASHBOARD)
+    migrate(url, "upgrade", APPEND_SEQ)
     before = run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id")
 
     migrate(url, "upgrade", WEBHOOKS)
@@ -228,7 +308,7 @@ def test_webhooks_tables_come_with_existing_sessions_and_go(empty_database: str)
     )
     assert run(url, "SELECT status FROM webhook_deliveries") == [{"status": "pending"}]
 
-    migrate(url, "downgrade", DASHBOARD)
+    migrate(url, "downgrade", APPEND_SEQ)
     for table in ("webhook_deliveries", "webhook_events", "webhook_endpoints"):
         with pytest.raises(NoSuchTableError):
             columns(url, table)

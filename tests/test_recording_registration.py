@@ -73,18 +73,14 @@ class Store:
 
 
 def _store(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Store:
-    directory = tmp_path / "recordings"
     if kind == "local":
-        overrides: dict[str, Any] = {
-            "recordings_backend": "local",
-            "recordings_dir": str(directory),
-        }
-        return Store(kind, overrides, None, directory)
+        return _store_local(tmp_path)
+    directory = tmp_path / "recordings"
     endpoint: S3Endpoint = request.getfixturevalue(f"{kind}_s3" if kind == "moto" else kind)
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", endpoint.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", endpoint.secret_key)
-    overrides = {
+    overrides: dict[str, Any] = {
         "recordings_backend": "s3",
         "s3_endpoint_url": endpoint.url,
         "s3_region": "us-east-1",
@@ -340,6 +336,47 @@ async def test_a_handed_out_key_is_uploaded_registered_and_played(
             )
 
 
+async def test_an_upload_link_cannot_replace_a_recording_registered_ready(
+    database_url: str, factory: Factory, tmp_path: Path
+) -> None:
+    """The link handed out stays valid for an hour; once its session has registered the
+    recording READY, the local store refuses it (409) and the recording stays as it was."""
+    store = _store_local(tmp_path)
+    async for app in app_with(database_url, store):
+        async with asgi_client(app) as client:
+            headers, session_id, _ = await started(client, factory)
+            handed_out = await hand_out(client, headers, session_id, format="wav")
+            url, recording_url = handed_out["upload_url"], handed_out["recording_url"]
+            first = await client.put(url, content=AUDIO, headers=handed_out["headers"])
+            # Before registration, a second upload may still replace the first.
+            second = await client.put(url, content=AUDIO[::-1], headers=handed_out["headers"])
+            assert (first.status_code, second.status_code) == (200, 200)
+            ready = await finalize(client, headers, session_id, recording_url)
+            assert ready.json()["data"]["recording_status"] == "READY", ready.text
+
+            declared = await client.put(url, content=b"x" * 10, headers=handed_out["headers"])
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield b"y" * 10
+
+            streamed = await client.put(url, content=chunks(), headers=handed_out["headers"])
+            played = await client.get(ready.json()["data"]["recording_presigned_url"])
+    for refused in (declared, streamed):
+        assert refused.status_code == 409
+        assert refused.json() == failure("The session's recording is already registered and ready.")
+    assert (played.status_code, played.content) == (200, AUDIO[::-1])
+    bucket, _, key = recording_url.removeprefix("s3://").partition("/")
+    assert list((store.directory / bucket / key).parent.iterdir()) == [
+        store.directory / bucket / key
+    ]
+
+
+def _store_local(tmp_path: Path) -> Store:
+    directory = tmp_path / "recordings"
+    overrides = {"recordings_backend": "local", "recordings_dir": str(directory)}
+    return Store("local", overrides, None, directory)
+
+
 async def test_s3_upload_links_sign_the_content_type(
     database_url: str, factory: Factory, moto_s3: S3Endpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -348,7 +385,7 @@ async def test_s3_upload_links_sign_the_content_type(
     signature, so this reads what was signed.)"""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret_key)
-    overrides = {
+    overrides: dict[str, Any] = {
         "recordings_backend": "s3",
         "s3_endpoint_url": moto_s3.url,
         "s3_region": "us-east-1",

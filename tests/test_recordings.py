@@ -265,6 +265,34 @@ async def test_head_on_a_local_link_answers_the_headers_without_the_body(
     assert tampered.status_code == 403
 
 
+async def test_a_signature_with_non_ascii_characters_is_a_bad_signature(
+    database_url: str, factory: Factory, local_store_settings: dict[str, object], tmp_path: Path
+) -> None:
+    # hmac.compare_digest refuses a str with non-ASCII characters (TypeError): that was a 500.
+    target = tmp_path / "recordings" / "demo" / "calls" / "accent.wav"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(AUDIO)
+    session_id, key = await recorded_session(factory, "s3://demo/calls/accent.wav")
+    async for app in running_app(make_settings(database_url, **local_store_settings)):
+        async with asgi_client(app) as client:
+            summary, _ = await both_dialects(client, session_id, key)
+            url = summary["recording_presigned_url"]
+            answers = {
+                (method, name): await client.request(method, url[:-64] + forged)
+                for method in ("GET", "HEAD", "PUT")
+                for name, forged in {
+                    "e acute": "%C3%A9" + "0" * 63,
+                    "all non-ASCII": "%E2%82%AC" * 64,
+                    "y diaeresis": "%C3%BF",
+                }.items()
+            }
+    for (method, name), response in answers.items():
+        assert response.status_code == 403, (method, name)
+        if method != "HEAD":
+            assert response.json()["message"] == "The link is invalid or has expired.", name
+    assert target.read_bytes() == AUDIO
+
+
 def test_local_store_never_leaves_its_directory(tmp_path: Path) -> None:
     store = LocalRecordingStore(
         tmp_path, b"k" * 32, 60, public_url="http://127.0.0.1:8000", max_upload_bytes=1024

@@ -49,7 +49,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory, header_timeout_seconds="2")
+    yield from serve(tmp_path_factory, header_timeout_seconds="2", body_timeout_seconds="2")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_connections="8",
         max_requests_in_flight="2",
         header_timeout_seconds="120",
+        body_timeout_seconds="120",
     )
 
 
@@ -71,6 +72,7 @@ def busy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         max_connections="3",
         max_requests_in_flight="100",
         header_timeout_seconds="120",
+        body_timeout_seconds="120",
     )
 
 
@@ -172,6 +174,68 @@ def test_a_head_past_the_cap_is_refused_before_it_ends(server: Server) -> None:
             answer = parse(read_until_closed(connection, within=10))
         assert (answer.status, answer.headers["connection"]) == (431, "close")
         assert answer.body == expected
+
+
+def responses(raw: bytes) -> list[Answer]:
+    """The answers in what a pipelined connection received, in order."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(parse(head + b"\r\n\r\n").headers.get("content-length", "0"))
+        answers.append(parse(head + b"\r\n\r\n" + rest[:length]))
+        raw = rest[length:]
+    return answers
+
+
+def test_pipelined_heads_in_one_write_each_have_the_whole_budget(server: Server) -> None:
+    """150 heads of 240 bytes, 36 KiB in one write, over twice the cap: each is its own."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
+    last = head.replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(head * 149 + last)
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200] * 150
+
+
+@pytest.mark.parametrize("first", [60, 4_000, 8_100])  # head1 within the 8 KiB of headers
+def test_a_pipelined_head_over_the_cap_is_refused_whatever_came_before_it(
+    server: Server, first: int
+) -> None:
+    """The second head's bytes in the first head's read count toward its own cap: it is
+    refused by the server (not let through to the application's own 431) though it is
+    only 17 KiB, and the first is answered."""
+    pad = b"X-Pad: " + b"p" * max(0, first - 60) + b"\r\n" if first > 60 else b""
+    one = b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + pad + b"\r\n"
+    two = (
+        b"GET /v1/sessions HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * (17 * 1024) + b"\r\n\r\n"
+    )
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(one + two)
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200, 431]
+    assert answers[1].headers["connection"] == "close"
+    assert answers[1].body == ANAM_431
+
+
+@pytest.mark.parametrize("split", [0.5, 0.99])
+def test_a_pipelined_head_that_starts_in_the_first_heads_read_has_one_cap(
+    server: Server, split: float
+) -> None:
+    """The first read holds a small head and most of a second one; the rest of the second
+    comes in a later read. The cap counts the second head's bytes of both reads."""
+    one = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    two = (
+        b"GET /v1/sessions HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * (20 * 1024) + b"\r\n\r\n"
+    )
+    cut = int(HEAD_CAP * split) - len(one)
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(one + two[:cut])
+        time.sleep(0.5)
+        with suppress(OSError):  # the server may have refused the head already
+            connection.sendall(two[cut:])
+        answers = responses(read_until_closed(connection, within=30))
+    assert [answer.status for answer in answers] == [200, 431]
+    assert answers[1].body == ANAM_431
 
 
 def test_a_head_under_the_cap_still_meets_the_applications_limit(server: Server) -> None:
@@ -295,6 +359,134 @@ def test_a_keep_alive_connection_in_use_outlives_the_head_timeout(server: Server
             time.sleep(1.5)
     finally:
         connection.close()
+
+
+# ------------------------------------------------------------------ body time
+
+SLOW_BODY = "The request body did not arrive in time."
+
+
+def post_head(length: int) -> bytes:
+    """A write's head: the route reads the body before it looks at credentials."""
+    return (
+        b"POST /api/ai-characters/ HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % length
+    )
+
+
+def test_a_body_that_never_comes_is_cut_off(server: Server) -> None:
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(100) + b'{"slug": ')
+        answer = parse(read_until_closed(connection, within=30))
+    assert (answer.status, answer.headers["connection"]) == (408, "close")
+    assert answer.body == {
+        "success": False,
+        "message": SLOW_BODY,
+        "data": None,
+        "errors": {"detail": [SLOW_BODY]},
+    }
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_off(server: Server) -> None:
+    """Each byte comes long before any idle timer would fire; the body never ends."""
+    received = b""
+    sent = 0
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(10_000))
+        while sent < 120:  # two a second, for 60 s at most
+            readable, _, _ = select.select([connection], [], [], 0.5)
+            if readable:
+                break
+            try:
+                connection.send(b" ")
+            except OSError:
+                break
+            sent += 1
+        else:
+            pytest.fail("the server was still reading a body sent two bytes a second after 60 s")
+        received = read_until_closed(connection, within=10)
+    answer = parse(received)
+    assert (answer.status, answer.headers["connection"]) == (408, "close")
+    assert answer.body["message"] == SLOW_BODY
+    assert sent < 20, f"{sent} bytes went in before the 408"
+
+
+def test_a_steady_body_may_take_longer_than_the_body_timeout(server: Server) -> None:
+    """4 s for 4,000 bytes against a 2 s timeout: each 500 bytes buys another second."""
+    body = b'{"slug": "steady", "name": "' + b"n" * 3_970 + b'"}'
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(len(body)))
+        for start in range(0, len(body), 500):
+            time.sleep(0.5)
+            connection.sendall(body[start : start + 500])
+        answer = parse(read_until_closed(connection, within=30))
+    # Read whole, then refused for its missing credentials: not cut off as slow.
+    assert answer.status == 401, answer
+
+
+def test_a_client_waiting_for_100_continue_is_not_cut_off(server: Server) -> None:
+    """The time before the route asks for the body is not the client's."""
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(post_head(2)[:-2] + b"Expect: 100-continue\r\n\r\n")
+        connection.settimeout(10)
+        assert connection.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        time.sleep(1)
+        connection.sendall(b"{}")
+        answer = parse(read_until_closed(connection, within=30))
+    assert answer.status == 401, answer
+
+
+# ------------------------------------------------------------------ upgrades
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(server: Server) -> None:
+    """No route is a websocket: an Upgrade is not handed to a websocket library (which would
+    take the connection out of this protocol's bounds), it is an ordinary request."""
+    with socket.create_connection(address(server)) as connection:
+        connection.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        connection.settimeout(10)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = connection.recv(65536)
+            assert chunk, received
+            received += chunk
+    status_line = received.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 200 OK", received
+    assert b"sec-websocket-accept" not in received.lower()
+
+
+# ------------------------------------------------------------------ forwarded addresses
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        # The default: a proxy on the same host is believed, each address has its budget.
+        (None, [401, 401, 401]),
+        # Loopback not among the proxies: its X-Forwarded-For is ignored, one budget.
+        ("10.0.0.1,192.168.0.0/16", [401, 401, 429]),
+    ],
+)
+def test_x_forwarded_for_is_believed_only_from_the_configured_proxies(
+    tmp_path_factory: pytest.TempPathFactory, trusted: str | None, expected: list[int]
+) -> None:
+    settings = {"rate_limit_anonymous": "2/minute"}
+    if trusted is not None:
+        settings["forwarded_allow_ips"] = trusted
+    for server in serve(tmp_path_factory, **settings):
+        statuses = [
+            httpx.get(
+                server.base_url + "/v1/sessions",
+                headers={"X-Forwarded-For": f"203.0.113.{number}"},
+                timeout=10,
+            ).status_code
+            for number in range(3)
+        ]
+    assert statuses == expected
 
 
 # ------------------------------------------------------------------ connections, overload

@@ -50,6 +50,8 @@ async def test_a_worker_drives_a_whole_session(client: httpx.AsyncClient, factor
             "allowed_origins": [],
             "is_active": True,
             "transcripts_enabled": True,
+            "retention_days": None,
+            "pii_redaction": "none",
             "created_at": created_at,
         }
     )

@@ -1,7 +1,7 @@
 """webhooks: endpoints, the event outbox and its deliveries (new tables, nothing to backfill)
 
 Revision ID: c9e4a4236bc8
-Revises: cc37002fa595
+Revises: a8e51c3d9b70
 Create Date: 2026-12-02 03:10:16.962438
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import transcripts.db.types
 
 revision: str = "c9e4a4236bc8"
-down_revision: str | None = "cc37002fa595"
+down_revision: str | None = "a8e51c3d9b70"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,8 +37,10 @@ from transcripts.errors import (
     TranscriptsError,
 )
 from transcripts.limits import RequestGuard
+from transcripts.live import LiveHub
 from transcripts.observability import (
     AccessLog,
+    GaugeCollector,
     Metrics,
     ObservabilityMiddleware,
     PoolCollector,
@@ -46,12 +49,15 @@ from transcripts.observability import (
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
 from transcripts.recordings import open_recording_store
+from transcripts.retention import RetentionSweeper
 from transcripts.runtime import settle_garbage_collector
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
 from transcripts.viewer import router as viewer_router
 from transcripts.webhook_deliverer import WebhookDeliverer
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
 
@@ -89,6 +95,10 @@ def create_app(
                 # Stopped before the database is disposed: attempts in flight record
                 # their outcome first.
                 stack.push_async_callback(deliverer.stop)
+            recordings = await open_recording_store(settings, stack)
+            live = LiveHub(settings, database)
+            await live.start()
+            stack.push_async_callback(live.stop)  # before the database is disposed
             app.state.transcripts = AppState(
                 settings=settings,
                 token_verifier=token_verifier,
@@ -98,10 +108,35 @@ def create_app(
                 key_usage=key_usage,
                 transcripts=TranscriptReads(database, key_usage),
                 dashboard=DashboardReads(database),
-                recordings=await open_recording_store(settings, stack),
+                recordings=recordings,
+                recording_deletions=RecordingDeletions(database, recordings),
+                widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
+                live=live,
                 webhooks=deliverer,
             )
+            sweeper = RetentionSweeper(
+                database,
+                app.state.transcripts.recording_deletions,
+                default_days=settings.retention_days,
+                interval_seconds=settings.retention_sweep_seconds,
+            )
+            sweeping = asyncio.create_task(sweeper.run_forever(), name="retention-sweeper")
+            stack.push_async_callback(_cancelled, sweeping)  # before the database is disposed
             metrics.registry.register(PoolCollector(lambda: database.engine.pool))
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_streams",
+                    "Live transcript streams open in this worker.",
+                    lambda: live.followers,
+                )
+            )
+            metrics.registry.register(
+                GaugeCollector(
+                    "transcripts_live_listening",
+                    "1 while this worker hears appends (its LISTEN connection is up).",
+                    lambda: float(live.listening),
+                )
+            )
             settle_garbage_collector()
             yield
 
@@ -160,6 +195,12 @@ def create_app(
     )
     app.openapi = _openapi_factory(app)  # type: ignore[method-assign]
     return app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 Renderer = Callable[[Request, TranscriptsError], Response]

@@ -23,13 +23,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
 from transcripts.domain import ApiKeyCredentials, Credentials, UserCredentials
 from transcripts.errors import NotAuthenticated
-from transcripts.settings import Settings
+from transcripts.settings import Settings, jwt_verification_key
 
 __all__ = [
     "GeneratedApiKey",
@@ -97,15 +95,8 @@ class TokenVerifier:
         if settings.jwt_secret is not None:
             self._keys["HS256"] = settings.jwt_secret.get_secret_value()
         if settings.jwt_public_key:
-            public_key = load_pem_public_key(settings.jwt_public_key.encode())
-            if isinstance(public_key, rsa.RSAPublicKey):
-                self._keys["RS256"] = public_key
-            elif isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
-                public_key.curve, ec.SECP256R1
-            ):
-                self._keys["ES256"] = public_key
-            else:
-                raise ValueError("TRANSCRIPTS_JWT_PUBLIC_KEY must be an RSA or P-256 EC public key")
+            algorithm, public_key = jwt_verification_key(settings.jwt_public_key)
+            self._keys[algorithm] = public_key
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds

@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -28,12 +28,13 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from transcripts.auth import mint_access_token
 from transcripts.db.engine import Database
+from transcripts.domain import DeletionReceipt, ExpiredSession
 from transcripts.errors import ServiceUnavailable, TranscriptsError
 from transcripts.migrate import upgrade_to_head
 from transcripts.observability import LOGGING_CONFIG
-from transcripts.recordings import LocalRecordingStore
+from transcripts.recordings import LocalRecordingStore, open_recording_store
 from transcripts.server import guarded_protocol
-from transcripts.services import accounts
+from transcripts.services import accounts, deletions
 from transcripts.settings import Settings
 
 __all__ = ["main", "serve"]
@@ -113,7 +114,7 @@ def serve(
     port: int,
     workers: int = 1,
     graceful_timeout: int = 30,
-    forwarded_allow_ips: str = "127.0.0.1",
+    forwarded_allow_ips: str = "127.0.0.1,::1",
     http: Callable[..., asyncio.Protocol] | str = "auto",
 ) -> None:
     """Run ``module:factory`` under uvicorn as production does (the benchmark's baseline too,
@@ -128,6 +129,11 @@ def serve(
         workers=workers,
         # uvicorn calls ``http`` as it would a protocol class: a factory serves as well.
         http=cast("type[asyncio.Protocol] | str", http),
+        # No route is a websocket: an Upgrade stays a plain request under the protocol's
+        # bounds instead of going to a websocket library that has none of them.
+        ws="none",
+        # The lifespan owns every resource: a failure to start must stop the process.
+        lifespan="on",
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
@@ -144,7 +150,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         graceful_timeout=args.graceful_timeout,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        forwarded_allow_ips=args.forwarded_allow_ips or ",".join(settings.forwarded_allow_ips),
         http=guarded_protocol(settings),
     )
     return 0
@@ -199,6 +205,78 @@ def cmd_api_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
     _run_in_transaction(settings, work)
     print(f"API key {args.id} revoked")
+    return 0
+
+
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
+    """Delete the sessions past their retention now (as the sweeper does), or list them."""
+
+    async def dry_run() -> list[ExpiredSession]:
+        database = Database(settings)
+        try:
+            return [
+                expired
+                async for expired in deletions.expired_sessions(
+                    database, default_days=settings.retention_days
+                )
+            ]
+        finally:
+            await database.dispose()
+
+    async def purge() -> DeletionReceipt:
+        async with AsyncExitStack() as stack:
+            database = Database(settings)
+            stack.push_async_callback(database.dispose)
+            store = await open_recording_store(settings, stack)
+            recordings = deletions.RecordingDeletions(database, store)
+            receipt = await deletions.purge_expired(
+                database, recordings, default_days=settings.retention_days
+            )
+            await recordings.run()  # earlier failures, due again
+            return receipt
+
+    if args.dry_run:
+        with _reaching(settings.database_url):
+            expired = asyncio.run(dry_run())
+        if args.json:
+            _print_json(
+                {
+                    "dry_run": True,
+                    "expired_sessions": len(expired),
+                    "sessions": [
+                        {
+                            "session_id": str(session.session_id),
+                            "character_slug": session.character_slug,
+                            "created_at": session.created_at,
+                        }
+                        for session in expired
+                    ],
+                }
+            )
+            return 0
+        for session in expired:
+            print(
+                f"{session.session_id}  {session.character_slug}  {session.created_at.isoformat()}"
+            )
+        print(f"{len(expired)} expired sessions would be deleted (dry run: nothing deleted)")
+        return 0
+    with _reaching(settings.database_url):
+        receipt = asyncio.run(purge())
+    if args.json:
+        _print_json(
+            {
+                "dry_run": False,
+                "erased_sessions": receipt.sessions,
+                "erased_recordings": receipt.recordings,
+                "pending_recordings": receipt.recordings_pending,
+                "completed_at": receipt.completed_at,
+            }
+        )
+        return 0
+    print(
+        f"{receipt.sessions} expired sessions deleted, {receipt.recordings} recordings deleted"
+        + (f", {receipt.recordings_pending} to retry" if receipt.recordings_pending else "")
+    )
     return 0
 
 
@@ -271,6 +349,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,
         log_config=LOGGING_CONFIG,
         http=cast("type[asyncio.Protocol]", guarded_protocol(settings)),
+        forwarded_allow_ips=",".join(settings.forwarded_allow_ips),
+        ws="none",
+        lifespan="on",
     )
     asyncio.run(uvicorn.Server(config).serve())
     return 0
@@ -316,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*')",
+        help="proxies trusted for X-Forwarded-* (the load balancer's addresses, or '*');"
+        " overrides TRANSCRIPTS_FORWARDED_ALLOW_IPS (default: loopback only)",
     )
     serve.add_argument(
         "--graceful-timeout",
@@ -351,6 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key = api_keys.add_parser("revoke", help="deactivate a key")
     revoke_key.add_argument("id", type=int)
     revoke_key.set_defaults(handler=cmd_api_keys_revoke)
+
+    purge = commands.add_parser(
+        "purge", help="delete the sessions past their retention (RETENTION_DAYS, per character)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list them; delete nothing")
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(handler=cmd_purge)
 
     tokens = commands.add_parser("tokens", help="access tokens").add_subparsers(
         dest="action", required=True
@@ -391,7 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(settings, args)
     except ValidationError as exc:
         for error in exc.errors():
-            print(f"transcripts: configuration error: {error['msg']}", file=sys.stderr)
+            # Only the sentence: pydantic's rendering of the error would quote the value,
+            # which may be a secret.
+            message = str(error["msg"]).removeprefix("Value error, ")
+            print(f"transcripts: configuration error: {message}", file=sys.stderr)
         return 2
     except (TranscriptsError, ValueError) as exc:
         print(f"transcripts: {exc}", file=sys.stderr)

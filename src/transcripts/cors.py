@@ -7,8 +7,9 @@ Two kinds of caller come from a browser:
   start, form responses: every route whose dependencies include the optional caller). Its
   origins are the ``allowed_origins`` of the active characters, which change at run time.
   A preflight carries no body, so for session start it cannot name the character: it is
-  granted to an origin on *some* active character's list (one statement, see
-  ``CharacterRepository.any_active_allows``), for ``POST`` with ``Content-Type`` only. The
+  granted to an origin on *some* active character's list, for ``POST`` with ``Content-Type``
+  only; that list is held for a few seconds (``transcripts.widget_origins``), so that
+  preflights, which anyone may send, cost no database work each. The
   real request's answer carries ``Access-Control-Allow-Origin`` only once the route has
   found its origin on *that* character's list (``admit_widget_origin``); an origin the
   character does not allow is refused (403) with nothing a page could read.
@@ -172,11 +173,15 @@ class Cors:
             if failed
         ]
         if not failures:
-            try:
-                state = app_state(scope["app"])
+            state = app_state(scope["app"])
+
+            async def load() -> frozenset[str]:
                 async with state.database.sessionmaker() as db:
-                    if not await accounts.origin_on_an_active_character(db, origin):
-                        failures.append("origin")
+                    return await accounts.active_allowed_origins(db)
+
+            try:
+                if not await state.widget_origins.allows(origin, load):
+                    failures.append("origin")
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise

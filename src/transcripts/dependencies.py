@@ -13,6 +13,7 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.domain import Caller, Credentials
 from transcripts.recordings import RecordingStore
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 from transcripts.state import AppState, app_state
 
@@ -23,6 +24,7 @@ __all__ = [
     "DashboardDep",
     "DbSessionDep",
     "OptionalCallerDep",
+    "RecordingDeletionsDep",
     "RecordingStoreDep",
     "SettingsDep",
     "TranscriptsDep",
@@ -85,6 +87,21 @@ async def get_db_session(state: AppStateDep) -> AsyncIterator[AsyncSession]:
 DbSessionDep = Annotated[AsyncSession, Depends(get_db_session, scope="function")]
 
 
+async def widget_origins_changed(state: AppStateDep) -> AsyncIterator[None]:
+    """Drops the widget's preflight origins (``transcripts.widget_origins``) once the
+    request's transaction is committed.
+
+    A route takes it *before* ``DbSessionDep``: dependencies of one scope are left in the
+    reverse order of their entry, so this one's exit follows the commit, and a preflight
+    meanwhile cannot keep the origins from before the change.
+    """
+    yield
+    state.widget_origins.invalidate()
+
+
+WidgetOriginsChangedDep = Annotated[None, Depends(widget_origins_changed, scope="function")]
+
+
 async def get_caller(credentials: CredentialsDep, transcripts: TranscriptsDep) -> Caller:
     return await transcripts.caller(credentials)
 
@@ -108,6 +125,13 @@ async def get_optional_caller(request: Request, transcripts: TranscriptsDep) -> 
     if "x-api-key" not in headers and "authorization" not in headers:
         return None
     return await transcripts.caller(await get_credentials(request))
+
+
+async def get_recording_deletions(state: AppStateDep) -> RecordingDeletions:
+    return state.recording_deletions
+
+
+RecordingDeletionsDep = Annotated[RecordingDeletions, Depends(get_recording_deletions)]
 
 
 OptionalCallerDep = Annotated[Caller | None, Depends(get_optional_caller)]

@@ -13,6 +13,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
+# "store": a character's turns are redacted before they are stored.
+PiiRedaction = Literal["none", "store"]
+
 __all__ = [
     "ApiKeyCredentials",
     "ApiKeyRecord",
@@ -20,12 +23,17 @@ __all__ = [
     "Caller",
     "CharacterRecord",
     "Credentials",
+    "DeletionReceipt",
+    "ExpiredSession",
     "FormResponseRecord",
     "HistoryFilter",
     "NewTurn",
     "PageRequest",
+    "PendingRecordingDeletion",
+    "PiiRedaction",
     "Position",
     "RecordingStatus",
+    "SessionForDeletion",
     "SessionHistoryPage",
     "SessionLimits",
     "SessionPage",
@@ -292,6 +300,8 @@ class CharacterRecord:
     transcripts_enabled: bool
     allowed_origins: list[str]
     created_at: datetime
+    retention_days: int | None = None
+    pii_redaction: PiiRedaction = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +324,40 @@ class SessionRef:
     recording_upload_url: str | None = None
     turn_count: int = 0
     text_bytes: int = 0
+    # The character's setting as it is now: switching redaction on applies to every append
+    # from then on, sessions in progress included.
+    pii_redaction: PiiRedaction = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTurn:
+    """A stored turn as the live stream sends it: ``seq`` is its place in the order the
+    session's turns were appended (the event id), ``turn_index`` its place in the transcript."""
+
+    seq: int
+    turn_index: int
+    role: Literal["user", "assistant"]
+    text: str
+    ts: float
+    speaking_duration_seconds: float | None
+    was_interrupted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """What a live stream needs of its session's row besides the turns."""
+
+    session_id: uuid.UUID
+    created_at: datetime
+    ended_at: datetime | None
+    finalized_at: datetime | None
+    turn_count: int
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.ended_at is None:
+            return None
+        return round((self.ended_at - self.created_at).total_seconds() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +393,49 @@ class AppendResult:
     received: int
     inserted: int
     turn_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionForDeletion:
+    """What deleting a session needs from its row: the keys of its tombstone and rollups,
+    the usage to take back out, and the recording objects to delete."""
+
+    id: int
+    session_id: uuid.UUID
+    tenant_id: int
+    owner_id: int
+    character_id: int
+    created_at: datetime
+    usage: UsageTotals
+    recording_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRecordingDeletion:
+    id: int
+    recording_url: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredSession:
+    """A session past its retention, as a dry run lists it."""
+
+    id: int
+    session_id: uuid.UUID
+    character_slug: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeletionReceipt:
+    """What a deletion (erasure, a purge) removed: sessions, and recording objects deleted
+    from the store by the time it answered (any left are retried until they are)."""
+
+    sessions: int
+    recordings: int
+    recordings_pending: int
+    completed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,9 @@ expired signature is a 403, as S3 answers.
 
 An upload is streamed to a temporary file beside its destination and moved into place only
 when complete, so a reader never sees half a recording and a refused upload leaves nothing.
-Uploads are capped at ``RECORDINGS_MAX_UPLOAD_BYTES`` (413).
+Uploads are capped at ``RECORDINGS_MAX_UPLOAD_BYTES`` (413). An upload link stays valid for
+its whole lifetime, but once its session has registered the recording ``READY`` an upload
+to it is a 409: a settled recording is never replaced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.responses import FileResponse, Response
 
 from transcripts.errors import Forbidden, NotFound, PayloadTooLarge
 from transcripts.recordings import LOCAL_ROUTE, LocalRecordingStore, media_type
+from transcripts.services.sessions import refuse_overwriting_a_ready_recording
 from transcripts.state import app_state
 
 __all__ = ["router"]
@@ -58,6 +61,13 @@ async def download_recording(
     )
 
 
+async def _refuse_a_settled_recording(request: Request, bucket: str, key: str) -> None:
+    # A short transaction of its own each time: no pooled connection is held while an
+    # upload of up to RECORDINGS_MAX_UPLOAD_BYTES streams in.
+    async with app_state(request.app).database.sessionmaker() as db:
+        await refuse_overwriting_a_ready_recording(db, bucket, key)
+
+
 @router.put(LINK_PATH)
 async def upload_recording(
     request: Request, bucket: str, key: str, expires: Expires, signature: Signature
@@ -66,6 +76,7 @@ async def upload_recording(
     path = store.path_for(bucket, key)
     if path is None:
         raise NotFound()
+    await _refuse_a_settled_recording(request, bucket, key)
     limit = store.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -80,6 +91,8 @@ async def upload_recording(
                 if received > limit:
                     raise PayloadTooLarge(f"A recording may not exceed {limit} bytes.")
                 await file.write(chunk)
+        # Again: the session may have registered its recording while this one streamed in.
+        await _refuse_a_settled_recording(request, bucket, key)
         await anyio.to_thread.run_sync(os.replace, partial, path)
     finally:
         await anyio.Path(partial).unlink(missing_ok=True)

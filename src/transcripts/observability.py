@@ -41,6 +41,7 @@ from transcripts.errors import TranscriptsError
 __all__ = [
     "LOGGING_CONFIG",
     "AccessLog",
+    "GaugeCollector",
     "Metrics",
     "ObservabilityMiddleware",
     "PoolCollector",
@@ -186,6 +187,18 @@ class PoolCollector(Collector):
             ("overflow", "Connections beyond the pool size.", max(pool.overflow(), 0)),
         ):
             yield GaugeMetricFamily(f"transcripts_db_pool_{name}", documentation, value=value)
+
+
+class GaugeCollector(Collector):
+    """One gauge, read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation, value=self._read())
 
 
 class AccessLog:

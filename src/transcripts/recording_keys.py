@@ -85,6 +85,18 @@ def canonical_location(uri: str) -> S3Location | None:
     return S3Location(bucket, key)
 
 
+def upload_session_id(key: str) -> uuid.UUID | None:
+    """The session a handed-out key (``uploads/<tenant>/<session_id>/<random>.<ext>``) was
+    handed out for, or None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 4 or f"{parts[0]}/" != UPLOAD_AREA:
+        return None
+    try:
+        return uuid.UUID(parts[2])
+    except ValueError:
+        return None
+
+
 def validate_bucket(bucket: str) -> str:
     if not _BUCKET.fullmatch(bucket):
         raise ValueError(f"{bucket!r} is not an S3 bucket name")

@@ -59,6 +59,10 @@ class RecordingStore(Protocol):
     async def check(self, recording_url: str) -> RecordingStatus:
         """READY if the object is there, PENDING if not yet, FAILED if it never can be."""
 
+    async def delete(self, recording_url: str) -> None:
+        """Remove the object; done when it is gone (already absent included). Raises when
+        the store could not be asked or refused: the deletion is then tried again later."""
+
 
 def parse_s3_uri(uri: str) -> tuple[str, str] | None:
     parts = urlsplit(uri)
@@ -164,6 +168,16 @@ class S3RecordingStore:
             return RecordingStatus.PENDING
         return RecordingStatus.READY
 
+    async def delete(self, recording_url: str) -> None:
+        location = parse_s3_uri(recording_url)
+        if location is None:
+            # Nothing that could ever be deleted: no store holds a key that is no URI.
+            logger.warning("recording URL is not an s3://bucket/key URI; nothing to delete")
+            return
+        bucket, key = location
+        # S3 answers 204 whether or not the key exists: a repeated deletion is a success.
+        await self._client.delete_object(Bucket=bucket, Key=key)
+
 
 class LocalRecordingStore:
     """Recordings in a directory, served by the service under ``/recordings``."""
@@ -238,7 +252,10 @@ class LocalRecordingStore:
         if self._key is None or expires < time.time():
             return False
         signed_for = "GET" if method == "HEAD" else method
-        return hmac.compare_digest(self._signature(signed_for, bucket, key, expires), signature)
+        expected = self._signature(signed_for, bucket, key, expires)
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, and
+        # a forged signature must be the 403 of any other wrong one.
+        return hmac.compare_digest(expected.encode(), signature.encode())
 
     async def check(self, recording_url: str) -> RecordingStatus:
         location = parse_s3_uri(recording_url)
@@ -246,6 +263,14 @@ class LocalRecordingStore:
         if path is None:
             return RecordingStatus.FAILED
         return RecordingStatus.READY if path.is_file() else RecordingStatus.PENDING
+
+    async def delete(self, recording_url: str) -> None:
+        location = parse_s3_uri(recording_url)
+        path = self.path_for(*location) if location else None
+        if path is None:
+            logger.warning("recording URL names no file of the store; nothing to delete")
+            return
+        path.unlink(missing_ok=True)
 
 
 async def link_for(store: RecordingStore, record: SessionRecord) -> SignedUrl | None:

@@ -5,9 +5,14 @@ S3 credentials are deliberately absent: they come from the standard AWS chain.
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,7 +24,8 @@ from transcripts.recording_keys import PrefixTemplate, validate_bucket
 __all__ = ["DEFAULT_DATABASE_URL", "RATE_LIMIT_REDIS_SCHEMES", "Settings"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./transcripts.db"
-MIN_JWT_SECRET_BYTES = 32
+MIN_SECRET_BYTES = 32
+MIN_RSA_BITS = 2048
 # Values copied from examples and tutorials; a deployment that still carries one is misconfigured.
 PLACEHOLDER_SECRETS = frozenset({"secret", "demo", "insecure"})
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "change-me", "change_me")
@@ -89,15 +95,30 @@ class Settings(BaseSettings):
     # e.g. "https://app.example.com,https://admin.example.com". The widget routes also admit
     # each active character's allowed_origins. Empty: no other page may read an answer.
     cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # The widget's preflights are granted from the active characters' origins as read at
+    # most this long ago (transcripts.widget_origins): a flood of them reads the database
+    # once per period. A change made through this process counts at once.
+    widget_origins_ttl_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     # When set, /metrics answers only `Authorization: Bearer <this token>` (Prometheus's
     # `authorization.credentials_file`); the probes stay open.
     metrics_token: SecretStr | None = None
 
+    # Proxies whose X-Forwarded-For/-Proto uvicorn believes (comma-separated addresses or
+    # networks, or "*"): the client address the anonymous rate limit counts, and the scheme.
+    # Anyone else's X-Forwarded-* is ignored. Loopback only by default, for a proxy on the
+    # same host; behind a load balancer, its addresses.
+    forwarded_allow_ips: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1", "::1")
+
     # The HTTP server's own bounds, per worker process (transcripts.server).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
     max_requests_in_flight: int = Field(default=256, ge=1)
+    # A request's body must arrive within body_timeout_seconds, plus a second for every
+    # body_min_rate_bytes received (Apache's mod_reqtimeout "body=20,MinRate=500"): a client
+    # trickling a body cannot hold a request slot for ever, a slow but steady upload can.
+    body_timeout_seconds: float = Field(default=20.0, gt=0)
+    body_min_rate_bytes: int = Field(default=500, ge=1)
 
     # Rate limits (README, "Rate limits"): requests per window for each API key or token
     # user, and for each client address sending no valid credentials (the widget); counted
@@ -138,18 +159,42 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
     webhook_deliverer_enabled: bool = True
 
+    # Data rights (README, "Data rights"): a session is deleted, with its recording, this
+    # many days after it started, unless its character sets retention_days; unset: kept.
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
+    # How often each replica offers to sweep (one replica at a time sweeps: PostgreSQL's
+    # advisory lock): expired sessions, and recording deletions due to be tried again.
+    retention_sweep_seconds: float = Field(default=300.0, gt=0)
+    # The live transcript (README, "Live transcripts"), per worker process.
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_max_per_caller: int = Field(default=20, ge=1)
+    # A stream that has had nothing to send for this long ends (a worker that died mid-call
+    # never finalizes); the client may connect again with Last-Event-ID.
+    stream_idle_seconds: float = Field(default=1800.0, gt=0)
+    # Notices a stream may have waiting; past this it has fallen behind and is dropped.
+    stream_queue_size: int = Field(default=64, ge=1)
+    # A send the client leaves unread this long ends the stream.
+    stream_send_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The `retry:` hint (milliseconds) sent to open streams when the server shuts down.
+    stream_retry_ms: int = Field(default=1000, ge=0)
+
     @model_validator(mode="after")
-    def _refuse_weak_secret(self) -> Settings:
-        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
-        if secret is None:
-            return self
-        lowered = secret.strip().lower()
-        if lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKERS):
-            raise ValueError("TRANSCRIPTS_JWT_SECRET is a placeholder value; set a random secret")
-        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
-            raise ValueError(
-                f"TRANSCRIPTS_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long"
-            )
+    def _refuse_weak_secrets(self) -> Settings:
+        # Every HMAC key: the JWT secret (HS256), the local store's link signatures, and the
+        # LiveKit secret the service signs access tokens with (LiveKit asks 32 characters).
+        for name, secret in (
+            ("JWT_SECRET", self.jwt_secret),
+            ("RECORDINGS_SIGNING_KEY", self.recordings_signing_key),
+            ("LIVEKIT_API_SECRET", self.livekit_api_secret),
+        ):
+            if secret is not None:
+                _refuse_weak_secret(f"TRANSCRIPTS_{name}", secret.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _public_key_is_one(self) -> Settings:
+        if self.jwt_public_key is not None:
+            jwt_verification_key(self.jwt_public_key)
         return self
 
     @model_validator(mode="after")
@@ -206,6 +251,28 @@ class Settings(BaseSettings):
             return tuple(entry.strip() for entry in value.split(",") if entry.strip())
         return value
 
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _forwarded_comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_only(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"TRANSCRIPTS_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or"
+                    " network (e.g. 10.0.0.0/8), nor *"
+                ) from None
+        return entries
+
     @field_validator("cors_allow_origins")
     @classmethod
     def _origins_only(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
@@ -253,6 +320,37 @@ class Settings(BaseSettings):
         raise ValueError(
             "TRANSCRIPTS_DATABASE_URL must be a postgresql+asyncpg or sqlite+aiosqlite URL"
         )
+
+
+def _refuse_weak_secret(name: str, secret: str) -> None:
+    """One sentence naming the setting, never quoting its value."""
+    lowered = secret.strip().lower()
+    if lowered in PLACEHOLDER_SECRETS or any(mark in lowered for mark in PLACEHOLDER_MARKERS):
+        raise ValueError(f"{name} is a placeholder value; set a random secret")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes long"
+            " (e.g. the output of: openssl rand -base64 48)"
+        )
+
+
+def jwt_verification_key(pem: str) -> tuple[Literal["RS256", "ES256"], PublicKeyTypes]:
+    """The algorithm and key of ``TRANSCRIPTS_JWT_PUBLIC_KEY``, or one sentence why not."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(
+            "TRANSCRIPTS_JWT_PUBLIC_KEY is not a PEM public key"
+            " (-----BEGIN PUBLIC KEY----- ...; not a private key, nor a certificate)"
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return "RS256", key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256", key
+    raise ValueError(
+        f"TRANSCRIPTS_JWT_PUBLIC_KEY must be an RSA key of at least {MIN_RSA_BITS} bits"
+        " (RS256) or a P-256 EC key (ES256)"
+    )
 
 
 def _is_origin(value: str) -> bool:

@@ -11,10 +11,13 @@ from transcripts.db.dashboard import DashboardReads
 from transcripts.db.engine import Database
 from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
+from transcripts.live import LiveHub
 from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
+from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
 from transcripts.webhook_deliverer import WebhookDeliverer
+from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["AppState", "app_state"]
 
@@ -30,6 +33,9 @@ class AppState:
     transcripts: TranscriptReads
     dashboard: DashboardReads
     recordings: RecordingStore
+    recording_deletions: RecordingDeletions
+    widget_origins: WidgetOrigins
+    live: LiveHub
     # None when this process runs no deliverer (TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED=false).
     webhooks: WebhookDeliverer | None = None
 

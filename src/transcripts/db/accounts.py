@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, true
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import api_key_record
@@ -32,6 +32,8 @@ def character_record(character: Character) -> CharacterRecord:
         transcripts_enabled=character.transcripts_enabled,
         allowed_origins=list(character.allowed_origins),
         created_at=character.created_at,
+        retention_days=character.retention_days,
+        pii_redaction="store" if character.pii_redaction == "store" else "none",
     )
 
 
@@ -127,6 +129,8 @@ class CharacterRepository:
         created_by_id: int,
         allowed_origins: Sequence[str],
         transcripts_enabled: bool,
+        retention_days: int | None = None,
+        pii_redaction: str = "none",
     ) -> CharacterRecord:
         character = Character(
             slug=slug,
@@ -135,6 +139,8 @@ class CharacterRepository:
             created_by_id=created_by_id,
             allowed_origins=list(allowed_origins),
             transcripts_enabled=transcripts_enabled,
+            retention_days=retention_days,
+            pii_redaction=pii_redaction,
         )
         self._db.add(character)
         await self._db.flush()
@@ -156,27 +162,28 @@ class CharacterRepository:
         await self._db.flush()
         return character_record(character)
 
-    async def any_active_allows(self, origin: str) -> bool:
-        """Whether some active character has ``origin`` (lowercase) on its allowed_origins,
-        compared case-insensitively. One statement; it reads every active character's list,
-        as the origins are JSON arrays that no index covers."""
+    async def active_allowed_origins(self) -> frozenset[str]:
+        """Every origin on an active character's allowed_origins, lowercased: what the
+        widget's preflights are answered from (``transcripts.widget_origins``)."""
+        entries = self._origin_entries()
+        statement = (
+            select(func.lower(entries.c.value))
+            .distinct()
+            .select_from(Character)
+            .join(entries, true())
+            .where(Character.is_active)
+        )
+        return frozenset((await self._db.scalars(statement)).all())
+
+    def _origin_entries(self) -> Any:
         if self._db.get_bind().dialect.name == "postgresql":
             # A function returning text names its one column after its alias unless told.
-            entries = (
+            return (
                 func.json_array_elements_text(Character.allowed_origins)
                 .table_valued("value")
                 .render_derived()
             )
-        else:
-            entries = func.json_each(Character.allowed_origins).table_valued("value")
-        statement = (
-            select(literal(1))
-            .select_from(Character)
-            .join(entries, true())
-            .where(Character.is_active, func.lower(entries.c.value) == origin)
-            .limit(1)
-        )
-        return await self._db.scalar(statement) is not None
+        return func.json_each(Character.allowed_origins).table_valued("value")
 
     async def active(self, slug: str, *, owner_id: int | None) -> CharacterRecord | None:
         """The active character ``slug``; with ``owner_id``, only if that user created it."""

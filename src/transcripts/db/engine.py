@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.pool import (
     ConnectionPoolEntry,
     Pool,
@@ -102,7 +103,12 @@ class Database:
         if self.backend == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "reset", _sqlite_rollback_if_open)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # A class of this database's own, so that listeners of its units of work (the live
+        # transcript's, on SQLite) hear only them.
+        self.sync_session_class: type[OrmSession] = type("DatabaseSession", (OrmSession,), {})
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
+        )
 
     def session(self) -> AsyncSession:
         return self.sessionmaker()

@@ -23,13 +23,14 @@ from transcripts.domain import (
     CharacterRecord,
     FormResponseRecord,
     NewTurn,
+    RecordingStatus,
     SessionRef,
 )
 
 __all__ = ["SessionRepository"]
 
 
-def _ref(session: Session) -> SessionRef:
+def _ref(session: Session, pii_redaction: str) -> SessionRef:
     return SessionRef(
         id=session.id,
         session_id=session.session_id,
@@ -46,6 +47,7 @@ def _ref(session: Session) -> SessionRef:
         turn_count=session.turn_count,
         text_bytes=session.text_bytes,
         recording_upload_url=session.recording_upload_url,
+        pii_redaction="store" if pii_redaction == "store" else "none",
     )
 
 
@@ -64,9 +66,10 @@ class SessionRepository:
         metadata: dict[str, Any],
         client_label: str | None,
         created_at: datetime,
+        session_id: uuid.UUID | None = None,
     ) -> SessionRef:
         session = Session(
-            session_id=uuid.uuid4(),
+            session_id=session_id or uuid.uuid4(),
             tenant_id=character.tenant_id,
             character_id=character.id,
             owner_id=character.created_by_id,
@@ -80,7 +83,7 @@ class SessionRepository:
         )
         self._db.add(session)
         await self._db.flush()
-        return _ref(session)
+        return _ref(session, character.pii_redaction)
 
     async def lock_character(self, character_id: int) -> None:
         """Hold the character's row until the transaction ends, so that session starts of
@@ -122,19 +125,24 @@ class SessionRepository:
                 .execution_options(synchronize_session=False)
             )
         statement = (
-            select(Session)
+            select(Session, Character.pii_redaction)
+            .join(Character, Character.id == Session.character_id)
             .where(Session.session_id == session_id, *owned_by(caller))
             .with_for_update(of=Session)
             # The row as it is now, even if an older copy is in this session's identity map.
             .execution_options(populate_existing=True)
         )
-        session = await self._db.scalar(statement)
-        return None if session is None else _ref(session)
+        row = (await self._db.execute(statement)).first()
+        return None if row is None else _ref(row[0], row[1])
 
     async def insert_turns(
-        self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime
-    ) -> set[int]:
-        """Insert the turns whose index is not stored yet; returns the indexes inserted."""
+        self, session_pk: int, turns: Sequence[NewTurn], *, now: datetime, after_seq: int
+    ) -> dict[int, int]:
+        """Insert the turns whose index is not stored yet, numbered in the batch's order
+        from ``after_seq`` + 1; returns the append_seq of each index inserted.
+
+        A turn already stored keeps its number, and the number reserved for its retry is
+        never used: a gap, which readers of the stream never notice."""
         rows = [
             {
                 "session_pk": session_pk,
@@ -145,13 +153,14 @@ class SessionRepository:
                 "speaking_duration_seconds": turn.speaking_duration_seconds,
                 "was_interrupted": turn.was_interrupted,
                 "created_at": now,
+                "append_seq": after_seq + position,
             }
-            for turn in turns
+            for position, turn in enumerate(turns, start=1)
         ]
         insert = postgres_insert if self._backend == "postgresql" else sqlite_insert
         statement = insert(Turn).on_conflict_do_nothing(index_elements=["session_pk", "turn_index"])
-        result = await self._db.execute(statement.returning(Turn.turn_index), rows)
-        return {row[0] for row in result}
+        result = await self._db.execute(statement.returning(Turn.turn_index, Turn.append_seq), rows)
+        return {row[0]: row[1] for row in result}
 
     async def stored_turns(self, session_pk: int, indexes: Iterable[int]) -> dict[int, NewTurn]:
         turns = await self._db.scalars(
@@ -168,6 +177,26 @@ class SessionRepository:
             )
             for turn in turns
         }
+
+    async def reserve_append_seqs(self, session_pk: int, count: int) -> int:
+        """Take the session's next ``count`` append numbers; returns the one before them.
+
+        Read from the row, not from a SessionRef (which may predate an earlier append of
+        the same transaction); the caller holds the session's write lock."""
+        reserved = await self._db.scalar(
+            update(Session)
+            .where(Session.id == session_pk)
+            .values(
+                last_append_seq=Session.last_append_seq + count,
+                # Numbering is not a change to the session itself (Anam's updatedAt).
+                updated_at=Session.updated_at,
+            )
+            .returning(Session.last_append_seq)
+            .execution_options(synchronize_session=False)
+        )
+        if reserved is None:  # pragma: no cover - the caller holds the row's lock
+            raise LookupError(f"session {session_pk} is gone")
+        return int(reserved) - count
 
     async def count_appended(
         self, session_pk: int, turns: int, text_bytes: int, interruptions: int
@@ -198,6 +227,17 @@ class SessionRepository:
     async def tenant_slug(self, tenant_id: int) -> str:
         """The slug of a session's tenant (recording keys are scoped by it)."""
         return await self._db.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)) or ""
+
+    async def recording_ready(self, session_id: uuid.UUID, recording_url: str) -> bool:
+        """Whether the session holds ``recording_url`` as its recording, ``READY``."""
+        found = await self._db.scalar(
+            select(Session.id).where(
+                Session.session_id == session_id,
+                Session.recording_url == recording_url,
+                Session.recording_status == RecordingStatus.READY,
+            )
+        )
+        return found is not None
 
     async def session_pk_of_character(self, session_id: uuid.UUID, character_id: int) -> int | None:
         return await self._db.scalar(

@@ -33,7 +33,9 @@ __all__ = [
     "Base",
     "Character",
     "FormResponse",
+    "RecordingDeletion",
     "Session",
+    "SessionTombstone",
     "Tenant",
     "Turn",
     "UsageByCharacterDay",
@@ -99,6 +101,10 @@ class ApiKey(Base):
 
 class Character(Base):
     __tablename__ = "characters"
+    __table_args__ = (
+        CheckConstraint("pii_redaction IN ('none', 'store')", name="pii_redaction"),
+        CheckConstraint("retention_days >= 1", name="retention_days_positive"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # Anam's personaId.
@@ -112,6 +118,10 @@ class Character(Base):
     # Browser origins allowed to start a session without credentials (the widget).
     allowed_origins: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Days a session is kept after it started; None: the service's RETENTION_DAYS (unset: kept).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    # "store": turns are redacted before they are written, so raw text never reaches the table.
+    pii_redaction: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
 
 
 class Session(Base):
@@ -172,6 +182,8 @@ class Session(Base):
     turn_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     text_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     interruption_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The append_seq of the session's last appended turn (the live stream's event ids).
+    last_append_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Turn(Base):
@@ -180,6 +192,8 @@ class Turn(Base):
         CheckConstraint("role IN ('user', 'assistant')", name="role"),
         CheckConstraint("turn_index >= 0", name="turn_index_non_negative"),
         CheckConstraint("ts >= 0", name="ts_non_negative"),
+        # A live stream resumes "after this id": the session's turns in the order appended.
+        Index("ix_turns_session_pk_append_seq", "session_pk", "append_seq", unique=True),
     )
 
     session_pk: Mapped[int] = mapped_column(
@@ -192,6 +206,9 @@ class Turn(Base):
     speaking_duration_seconds: Mapped[float | None] = mapped_column(Float)
     was_interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its place in the order the session's turns were appended (which a worker may append
+    # out of turn_index order), numbered from the session's last_append_seq.
+    append_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class FormResponse(Base):
@@ -247,6 +264,35 @@ class UsageByDay(_UsageMeasures, Base):
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+
+
+class SessionTombstone(Base):
+    """What is left of a deleted session: its id, so that a late append, finalize or form
+    response answers 404 and recreates nothing, and its owner, so that deleting it again is
+    answered as the owner expects (204) and anyone else gets the not-found of an unknown id."""
+
+    __tablename__ = "session_tombstones"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecordingDeletion(Base):
+    """A recording object still to delete. Written in the transaction that deletes its
+    session, deleted once the store has removed the object: a failure (the store unreachable)
+    leaves the row to be tried again at ``next_attempt_at``, so no object is ever forgotten."""
+
+    __tablename__ = "recording_deletions"
+    __table_args__ = (Index("ix_recording_deletions_next_attempt_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    recording_url: Mapped[str] = mapped_column(String(2048))
+    session_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WebhookEndpoint(Base):

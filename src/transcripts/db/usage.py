@@ -10,6 +10,7 @@ two) directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.tables import Session, UsageByCharacterDay, UsageByDay
-from transcripts.domain import UsageTotals
+from transcripts.domain import SessionForDeletion, UsageTotals
 
 __all__ = ["SHARDS", "RollupScope", "UsageRollups", "totals_between"]
 
@@ -73,6 +74,31 @@ class UsageRollups:
             UsageByDay, {"day": day, "shard": session_pk % SHARDS}, ["day", "shard"], values
         )
 
+    async def take_back(self, sessions: Sequence[SessionForDeletion]) -> None:
+        """Remove deleted sessions from the rollups: their counts, negated, summed per row
+        first, so a batch of sessions costs one upsert per rollup row it touches."""
+        by_character: dict[tuple[int, date], tuple[int, int, list[UsageTotals]]] = {}
+        by_day: dict[tuple[date, int], list[UsageTotals]] = {}
+        for session in sessions:
+            day = session.created_at.astimezone(UTC).date()
+            entry = by_character.setdefault(
+                (session.character_id, day), (session.owner_id, session.tenant_id, [])
+            )
+            entry[2].append(session.usage)
+            by_day.setdefault((day, session.id % SHARDS), []).append(session.usage)
+        for (character_id, day), (owner_id, tenant_id, usages) in sorted(by_character.items()):
+            key = {
+                "character_id": character_id,
+                "day": day,
+                "owner_id": owner_id,
+                "tenant_id": tenant_id,
+            }
+            await self._upsert(UsageByCharacterDay, key, ["character_id", "day"], _negated(usages))
+        for (day, shard), usages in sorted(by_day.items()):
+            await self._upsert(
+                UsageByDay, {"day": day, "shard": shard}, ["day", "shard"], _negated(usages)
+            )
+
     async def _upsert(
         self, table: Any, key: dict[str, Any], conflict: list[str], values: dict[str, Any]
     ) -> None:
@@ -83,6 +109,10 @@ class UsageRollups:
                 set_={name: getattr(table, name) + statement.excluded[name] for name in values},
             )
         )
+
+
+def _negated(usages: Sequence[UsageTotals]) -> dict[str, Any]:
+    return {name: -sum(getattr(usage, name) for usage in usages) for name in MEASURES}
 
 
 def _full_days(start: datetime | None, end: datetime | None) -> tuple[date | None, date | None]:

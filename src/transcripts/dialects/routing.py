@@ -15,12 +15,28 @@ from transcripts.errors import BadRequest, PayloadTooLarge, RateLimited, Transcr
 from transcripts.validation import unstorable_values
 
 __all__ = [
+    "REDACT_PARAMETER",
     "DialectRoute",
     "ErrorRenderer",
     "add_slash_agnostic_route",
     "error_response",
     "with_body_checks",
 ]
+
+
+# ``?redact=pii`` as the OpenAPI document declares it on the transcript reads, whose hot
+# read parses it from the scope (transcripts.privacy.requested_in_query).
+REDACT_PARAMETER: dict[str, Any] = {
+    "name": "redact",
+    "in": "query",
+    "required": False,
+    "description": (
+        "`pii` replaces e-mail addresses, phone numbers (spoken digits too), card numbers,"
+        " IBANs and national ids in the answered text with [EMAIL], [PHONE], [CARD], [IBAN]"
+        " and [ID]; any other value is a 400. The stored text is not changed."
+    ),
+    "schema": {"type": "string", "enum": ["pii"]},
+}
 
 
 class ErrorRenderer(Protocol):

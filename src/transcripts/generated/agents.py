@@ -163,6 +163,20 @@ class UpdateCharacterRequest(BaseModel):
         ),
     ] = None
     transcripts_enabled: StrictBool | None = None
+    retention_days: Annotated[
+        StrictInt | None,
+        Field(
+            description="Days a session is kept after it started, then deleted with its recording; null: the service's RETENTION_DAYS (unset there: kept).\n",
+            ge=1,
+            le=36500,
+        ),
+    ] = None
+    pii_redaction: Annotated[
+        Literal["none", "store"] | None,
+        Field(
+            description="store: turns are redacted (as ?redact=pii) before they are stored, so the raw text never reaches the database; none: stored as sent.\n"
+        ),
+    ] = None
 
 
 class Character(BaseModel):
@@ -171,6 +185,8 @@ class Character(BaseModel):
     allowed_origins: list[StrictStr]
     is_active: StrictBool
     transcripts_enabled: StrictBool
+    retention_days: StrictInt | None
+    pii_redaction: Literal["none", "store"]
     created_at: AwareDatetime
 
 
@@ -514,6 +530,43 @@ class FormResponseListEnvelope(BaseModel):
     success: Literal[True]
     message: StrictStr
     data: list[FormResponse]
+    errors: None
+
+
+class ErasureRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    metadata: Annotated[
+        dict[str, StrictStr | StrictInt | StrictBool],
+        Field(
+            description='The pairs a session\'s metadata must all hold (equal JSON values: "42" is not 42) for the session to be erased.\n',
+            max_length=10,
+            min_length=1,
+        ),
+    ]
+
+
+class ErasureReceipt(BaseModel):
+    erased_sessions: Annotated[
+        StrictInt,
+        Field(
+            description="Sessions this request deleted, with their turns, form responses and usage."
+        ),
+    ]
+    erased_recordings: Annotated[
+        StrictInt,
+        Field(
+            description="Recording objects deleted from the store by completed_at; one the store refused is retried until it is deleted.\n"
+        ),
+    ]
+    completed_at: AwareDatetime
+
+
+class ErasureReceiptEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: ErasureReceipt
     errors: None
 
 

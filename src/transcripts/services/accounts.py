@@ -12,17 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.auth import GeneratedApiKey, generate_api_key
 from transcripts.db.accounts import AccountRepository, CharacterRepository
-from transcripts.domain import ApiKeyRecord, Caller, CharacterRecord, UserRecord
+from transcripts.domain import ApiKeyRecord, Caller, CharacterRecord, PiiRedaction, UserRecord
 from transcripts.errors import BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 
 __all__ = [
     "CHARACTER_NOT_FOUND",
+    "active_allowed_origins",
     "character_open_to",
     "create_api_key",
     "create_character",
     "create_user",
     "origin_allowed",
-    "origin_on_an_active_character",
     "revoke_api_key",
     "revoke_api_keys_named",
     "update_character",
@@ -94,6 +94,8 @@ async def create_character(
     name: str,
     allowed_origins: Sequence[str] = (),
     transcripts_enabled: bool = True,
+    retention_days: int | None = None,
+    pii_redaction: PiiRedaction = "none",
 ) -> CharacterRecord:
     creator = await AccountRepository(db).user(creator_id)
     if creator is None:
@@ -110,6 +112,8 @@ async def create_character(
         created_by_id=creator.id,
         allowed_origins=allowed_origins,
         transcripts_enabled=transcripts_enabled,
+        retention_days=retention_days,
+        pii_redaction=pii_redaction,
     )
 
 
@@ -119,8 +123,9 @@ async def update_character(
     """Change a character's settings; another's character is the same 404 as an unknown one.
 
     ``changes`` holds only the fields the request gave (name, allowed_origins, is_active,
-    transcripts_enabled); a session already started keeps the transcripts setting it started
-    with.
+    transcripts_enabled, retention_days, pii_redaction); a session already started keeps the
+    transcripts setting it started with, but redaction at write applies to its next append
+    and a new retention to its next sweep.
     """
     owner_id = None if caller.is_staff else caller.user_id
     character = await CharacterRepository(db).update(slug, owner_id=owner_id, changes=changes)
@@ -156,7 +161,6 @@ def origin_allowed(origin: str | None, allowed_origins: Sequence[str]) -> bool:
     return origin is not None and origin.lower() in {entry.lower() for entry in allowed_origins}
 
 
-async def origin_on_an_active_character(db: AsyncSession, origin: str) -> bool:
-    """Whether some active character allows ``origin``: all a widget's CORS preflight can
-    ask, as it carries no body and so names no character."""
-    return await CharacterRepository(db).any_active_allows(origin.lower())
+async def active_allowed_origins(db: AsyncSession) -> frozenset[str]:
+    """Every origin some active character allows, lowercased."""
+    return await CharacterRepository(db).active_allowed_origins()

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from transcripts.db.dashboard import load_session_record
+from transcripts.db.deletions import DeletionRepository
+from transcripts.db.live import announce_finalized, announce_turns
 from transcripts.db.sessions import SessionRepository
 from transcripts.db.usage import UsageRollups
 from transcripts.domain import (
@@ -42,7 +44,8 @@ from transcripts.errors import (
     ServiceUnavailable,
 )
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
-from transcripts.recording_keys import RecordingKeys
+from transcripts.recording_keys import RecordingKeys, S3Location, upload_session_id
+from transcripts.redaction import redact_many
 from transcripts.services import webhooks
 from transcripts.validation import as_utc
 
@@ -59,6 +62,7 @@ __all__ = [
     "finalize_session",
     "record_form_response",
     "recording_upload",
+    "redact_turns",
     "session_for_write",
     "session_ids_created_by",
     "start_session",
@@ -112,11 +116,17 @@ async def start_session(
     client_label: str | None = None,
     started_at: datetime | None = None,
     concurrency: ConcurrencyLimit | None = None,
+    session_id: uuid.UUID | None = None,
 ) -> SessionRef:
     """A new session of ``character``; with ``concurrency``, refused (429) when the
-    character already has as many sessions in progress (Oshara's documented 429)."""
+    character already has as many sessions in progress (Oshara's documented 429).
+
+    ``session_id`` (imports, tests; the API always draws a new one) may not be the id of a
+    deleted session: a tombstoned id stays not found and nothing is recreated under it."""
     if not character.is_active:
         raise NotFound("Character not found.")
+    if session_id is not None and await DeletionRepository(db).is_tombstoned(session_id):
+        raise NotFound(SESSION_NOT_FOUND)
     sessions = SessionRepository(db)
     now = datetime.now(UTC)
     if concurrency is not None:
@@ -140,6 +150,7 @@ async def start_session(
         metadata=metadata or {},
         client_label=client_label,
         created_at=started_at or now,
+        session_id=session_id,
     )
     # Counted from its start: a session never finalized is in Session History's totals too.
     await _count_usage(db, session, UsageTotals(1, 0, 0, 0.0, 0, 0))
@@ -217,9 +228,18 @@ async def append_turns(
     if not turns or not session.transcripts_enabled:
         # A character with transcripts disabled keeps none: the text never reaches storage.
         return 0
+    if session.pii_redaction == "store":
+        # Before anything else sees the text: what is stored, counted and compared with a
+        # retried turn is the redacted text (redaction is deterministic, so a retry of the
+        # same raw turn matches what was stored).
+        turns = redact_turns(turns)
     _refuse_duplicates_within(turns)
     sessions = SessionRepository(db)
-    inserted = await sessions.insert_turns(session.id, turns, now=datetime.now(UTC))
+    # Under session_for_write's lock, so two appends never number their turns alike.
+    after_seq = await sessions.reserve_append_seqs(session.id, len(turns))
+    inserted = await sessions.insert_turns(
+        session.id, turns, now=datetime.now(UTC), after_seq=after_seq
+    )
     retried = [turn for turn in turns if turn.turn_index not in inserted]
     if retried:
         stored = await sessions.stored_turns(session.id, (turn.turn_index for turn in retried))
@@ -248,7 +268,15 @@ async def append_turns(
             "turn_count": session.turn_count + len(inserted),
         }
         await webhooks.emit(db, "turns.appended", appended, session_owner_id=session.owner_id)
+        # In this transaction: a rolled-back append announces nothing.
+        await announce_turns(db, session.session_id, max(inserted.values()))
     return len(inserted)
+
+
+def redact_turns(turns: Sequence[NewTurn]) -> list[NewTurn]:
+    """The turns with their PII replaced by tags (``transcripts.redaction``)."""
+    texts = redact_many([turn.text for turn in turns])
+    return [replace(turn, text=text) for turn, text in zip(turns, texts, strict=True)]
 
 
 def _refuse_past_limits(
@@ -380,6 +408,7 @@ async def finalize_session(
             estimated_cost_micros=cost_micros,
         ),
     )
+    await announce_finalized(db, session.session_id)
     return replace(session, finalized_at=now, **changes)
 
 
@@ -395,6 +424,9 @@ async def _refuse_foreign_recording(
     if prefix is not None:
         allowed = f"an s3:// URI under {prefix.uri}, or {allowed}"
     raise BadRequest("Invalid recording_url.", {"recording_url": [f"Must be {allowed}."]})
+
+
+RECORDING_SETTLED = "The session's recording is already registered and ready."
 
 
 async def recording_upload(
@@ -414,7 +446,7 @@ async def recording_upload(
     """
     session = await session_for_write(db, caller, session_id)
     if session.recording_status == RecordingStatus.READY:
-        raise Conflict("The session's recording is already registered and ready.")
+        raise Conflict(RECORDING_SETTLED)
     sessions = SessionRepository(db)
     location = keys.upload_key(
         tenant_slug=await sessions.tenant_slug(session.tenant_id),
@@ -428,6 +460,16 @@ async def recording_upload(
     if location.uri != session.recording_upload_url:
         await sessions.update(session.id, recording_upload_url=location.uri)
     return upload
+
+
+async def refuse_overwriting_a_ready_recording(db: AsyncSession, bucket: str, key: str) -> None:
+    """409 for an upload to a handed-out key its session has registered ``READY``: an upload
+    link stays valid for its whole lifetime, and must not replace a settled recording."""
+    session_id = upload_session_id(key)
+    if session_id is None:
+        return
+    if await SessionRepository(db).recording_ready(session_id, S3Location(bucket, key).uri):
+        raise Conflict(RECORDING_SETTLED)
 
 
 def _registered(session: SessionRef, recording: RegisteredRecording) -> bool:

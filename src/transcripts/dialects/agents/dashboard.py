@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -35,6 +36,7 @@ from transcripts.generated.agents import (
 )
 from transcripts.limits import MAX_PAGE, MAX_PAGE_SIZE
 from transcripts.pagination import page_request
+from transcripts.privacy import REDACT_PII, redact_record, redaction_requested
 from transcripts.recordings import link_for
 from transcripts.services import accounts, sessions
 from transcripts.validation import as_utc
@@ -67,7 +69,15 @@ async def get_session_history(
     include_transcript: Annotated[
         bool, Query(description="false: each session without its transcript (a lighter page).")
     ] = True,
+    redact: Annotated[
+        str | None,
+        Query(
+            description="pii: each transcript with its PII replaced by tags (as on the read).",
+            json_schema_extra={"enum": [REDACT_PII]},
+        ),
+    ] = None,
 ) -> Response:
+    redacting = redaction_requested([] if redact is None else [redact])
     start, end = as_utc(start, "start"), as_utc(end, "end")
     if start is not None and end is not None and end < start:
         raise BadRequest("Invalid end.", {"end": ["Must not be before start."]})
@@ -77,6 +87,8 @@ async def get_session_history(
         page_request(page_size, page=page, cursor=cursor),
         with_turns=include_transcript,
     )
+    if redacting:
+        history = replace(history, records=[redact_record(record) for record in history.records])
     links = [await link_for(recordings, record) for record in history.records]
     return envelope_response(session_history(history, links, page=None if cursor else page))
 

@@ -17,6 +17,7 @@ from transcripts.dependencies import (
     OptionalCallerDep,
     RecordingStoreDep,
     SettingsDep,
+    WidgetOriginsChangedDep,
 )
 from transcripts.dialects.agents.base import (
     SECURITY,
@@ -58,7 +59,10 @@ SESSION_TOKEN_TTL_SECONDS = 3600
 
 
 async def create_character(
-    body: CreateCharacterRequest, caller: CallerDep, db: DbSessionDep
+    body: CreateCharacterRequest,
+    caller: CallerDep,
+    _origins: WidgetOriginsChangedDep,
+    db: DbSessionDep,
 ) -> Response:
     character = await accounts.create_character(
         db,
@@ -72,12 +76,19 @@ async def create_character(
 
 
 async def update_character(
-    slug: SlugPath, body: UpdateCharacterRequest, caller: CallerDep, db: DbSessionDep
+    slug: SlugPath,
+    body: UpdateCharacterRequest,
+    caller: CallerDep,
+    _origins: WidgetOriginsChangedDep,
+    db: DbSessionDep,
 ) -> Response:
     changes = body.model_dump(exclude_unset=True)
     if not changes:
         raise BadRequest("Invalid body.", {"body": ["Give at least one field to change."]})
-    nulls = sorted(name for name, value in changes.items() if value is None)
+    # retention_days: null goes back to the service's RETENTION_DAYS; nothing else has a null.
+    nulls = sorted(
+        name for name, value in changes.items() if value is None and name != "retention_days"
+    )
     if nulls:
         raise BadRequest(
             f"Invalid {', '.join(nulls)}.", {name: ["Must not be null."] for name in nulls}

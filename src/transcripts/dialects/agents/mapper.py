@@ -11,6 +11,8 @@ from transcripts.domain import (
     ApiKeyRecord,
     CharacterRecord,
     FormResponseRecord,
+    LiveSession,
+    LiveTurn,
     SessionHistoryPage,
     SessionRecord,
     SignedUrl,
@@ -24,6 +26,8 @@ __all__ = [
     "api_key_data",
     "character_data",
     "form_response_data",
+    "live_finalized_data",
+    "live_turn_data",
     "session_history",
     "session_summary",
     "webhook_delivery_data",
@@ -133,7 +137,22 @@ def character_data(character: CharacterRecord) -> dict[str, Any]:
         "allowed_origins": character.allowed_origins,
         "is_active": character.is_active,
         "transcripts_enabled": character.transcripts_enabled,
+        "retention_days": character.retention_days,
+        "pii_redaction": character.pii_redaction,
         "created_at": character.created_at,
+    }
+
+
+def live_turn_data(turn: LiveTurn, text: str) -> dict[str, Any]:
+    """A turn of the live stream: the item of the summary's ``transcript``."""
+    return {"role": turn.role, "text": text, "turn_index": turn.turn_index, "ts": turn.ts}
+
+
+def live_finalized_data(session: LiveSession) -> dict[str, Any]:
+    return {
+        "session_id": str(session.session_id),
+        "finalized_at": session.finalized_at,
+        "turn_count": session.turn_count,
     }
 
 

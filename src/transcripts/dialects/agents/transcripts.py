@@ -11,10 +11,13 @@ from starlette.types import Scope
 
 from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdPath
 from transcripts.dialects.agents.envelope import ENVELOPE_ERROR_RESPONSES, envelope_response
-from transcripts.dialects.agents.mapper import session_summary
+from transcripts.dialects.agents.mapper import live_finalized_data, live_turn_data, session_summary
 from transcripts.dialects.hot import add_hot_route
+from transcripts.dialects.routing import REDACT_PARAMETER
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
+from transcripts.privacy import redact_record, requested_in_query
 from transcripts.recordings import link_for
 from transcripts.state import AppState
 
@@ -26,14 +29,17 @@ router = APIRouter(route_class=EnvelopeRoute)
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
+    redact = requested_in_query(scope["query_string"])
     record = await state.transcripts.session(credentials, session_id)
+    if redact:
+        record = redact_record(record)
     link = await link_for(state.recordings, record)
     return envelope_response(session_summary(record, link))
 
 
 _TRANSCRIPT_DOCS: dict[str, Any] = {
     "responses": {200: {"model": AgentSessionSummaryEnvelope}, **ENVELOPE_ERROR_RESPONSES},
-    "openapi_extra": SECURITY,
+    "openapi_extra": {**SECURITY, "parameters": [REDACT_PARAMETER]},
     "response_class": Response,
 }
 add_hot_route(
@@ -60,4 +66,30 @@ add_hot_route(
     description="The same AgentSessionSummary, at the path Oshara's documentation uses.",
     tags=["Billing"],
     **_TRANSCRIPT_DOCS,
+)
+add_stream_route(
+    router,
+    "/api/agents/agent-session/{session_id}/transcript/stream/",
+    session_id=SessionIdPath,
+    turn=lambda turn, text, _started: live_turn_data(turn, text),
+    finalized=live_finalized_data,
+    operation_id="streamAgentSessionTranscript",
+    summary="Follow a session's transcript live (Server-Sent Events)",
+    description=(
+        "The stored turns, then each turn as it is appended, as `event: turn` (data: a"
+        " `transcript` item; id: increasing within the session, so `Last-Event-ID` resumes"
+        " after the last turn received, whatever order the turns were appended in); then"
+        " `event: finalized` with `{session_id, finalized_at, turn_count}` and the end. A"
+        " finalized session replays and ends at once. `: ping` every"
+        " STREAM_HEARTBEAT_SECONDS. Scoped as the transcript read; 429 past"
+        " STREAM_MAX_PER_CALLER open streams."
+    ),
+    tags=["Agent sessions"],
+    responses={
+        200: STREAM_200,
+        **ENVELOPE_ERROR_RESPONSES,
+        429: {**ENVELOPE_ERROR_RESPONSES[429], "description": STREAM_429},
+    },
+    openapi_extra=SECURITY,
+    response_class=Response,
 )

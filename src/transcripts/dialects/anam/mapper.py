@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from transcripts.domain import SessionPage, SessionRecord
+from transcripts.domain import LiveSession, LiveTurn, SessionPage, SessionRecord
 from transcripts.pagination import encode_cursor
 
-__all__ = ["anam_session", "anam_session_list", "anam_transcript", "iso_millis"]
+__all__ = [
+    "anam_live_finalized",
+    "anam_live_turn",
+    "anam_session",
+    "anam_session_list",
+    "anam_transcript",
+    "iso_millis",
+]
 
 ACTIVE, COMPLETED = "ACTIVE", "COMPLETED"
 
@@ -99,4 +106,28 @@ def anam_session_list(page: SessionPage, current_page: int | None, per_page: int
                 encode_cursor(page.next_position) if page.next_position is not None else None
             ),
         },
+    }
+
+
+def anam_live_turn(turn: LiveTurn, text: str, started: datetime) -> dict[str, Any]:
+    """A message of the transcript as ``anam_transcript`` writes it, with ``turnIndex``, so
+    that a client can put turns appended out of order back in place."""
+    message: dict[str, Any] = {
+        "role": "persona" if turn.role == "assistant" else "user",
+        "message": text,
+        "timestamp": iso_millis(started + timedelta(seconds=turn.ts)),
+        "speakingDurationSeconds": turn.speaking_duration_seconds,
+    }
+    if turn.role == "assistant":
+        message["wasInterrupted"] = turn.was_interrupted
+    message["turnIndex"] = turn.turn_index
+    return message
+
+
+def anam_live_finalized(session: LiveSession) -> dict[str, Any]:
+    return {
+        "sessionId": str(session.session_id),
+        "endTime": _optional(session.ended_at),
+        "durationMs": session.duration_ms,
+        "totalMessages": session.turn_count,
     }

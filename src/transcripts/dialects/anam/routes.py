@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -14,19 +15,30 @@ from transcripts.dependencies import (
     CallerDep,
     CredentialsDep,
     DashboardDep,
+    DbSessionDep,
+    RecordingDeletionsDep,
     RecordingStoreDep,
     TranscriptsDep,
 )
 from transcripts.dialects.anam.errors import ANAM_ERROR_RESPONSES, render_anam_error
-from transcripts.dialects.anam.mapper import anam_session, anam_session_list, anam_transcript
+from transcripts.dialects.anam.mapper import (
+    anam_live_finalized,
+    anam_live_turn,
+    anam_session,
+    anam_session_list,
+    anam_transcript,
+)
 from transcripts.dialects.hot import add_hot_route
-from transcripts.dialects.routing import add_slash_agnostic_route, route_class
+from transcripts.dialects.routing import REDACT_PARAMETER, add_slash_agnostic_route, route_class
+from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 from transcripts.limits import MAX_PAGE, MAX_PER_PAGE
 from transcripts.pagination import page_request
+from transcripts.privacy import redact_record, requested_in_query
 from transcripts.recordings import link_for
+from transcripts.services import deletions
 from transcripts.state import AppState
 
 __all__ = ["AnamRoute", "router"]
@@ -43,22 +55,29 @@ def _json(document: Any) -> Response:
 
 
 def _docs(
-    model: type, errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503)
+    model: type | None,
+    errors: tuple[int, ...] = (400, 401, 404, 429, 431, 500, 503),
+    *,
+    openapi_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    responses: dict[int | str, Any] = {200: {"model": model}}
+    responses: dict[int | str, Any] = (
+        {200: {"model": model}} if model else {204: {"description": "Deleted."}}
+    )
     responses.update({status: ANAM_ERROR_RESPONSES[status] for status in errors})
     return {
         "tags": ["Sessions"],
         "response_class": Response,
         "responses": responses,
-        "openapi_extra": SECURITY,
+        "openapi_extra": {**SECURITY, **(openapi_extra or {})},
     }
 
 
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
-    return _json(anam_transcript(await state.transcripts.session(credentials, session_id)))
+    redact = requested_in_query(scope["query_string"])
+    record = await state.transcripts.session(credentials, session_id)
+    return _json(anam_transcript(redact_record(record) if redact else record))
 
 
 async def get_session(
@@ -79,6 +98,17 @@ async def get_session_recording(
     if signed is None:
         raise NotFound("Recording not found")
     return _json({"recordingUrl": signed.url})
+
+
+async def delete_session(
+    session_id: SessionIdPath,
+    caller: CallerDep,
+    db: DbSessionDep,
+    recordings: RecordingDeletionsDep,
+) -> Response:
+    queued = await deletions.delete_session(db, caller, session_id)
+    # After the response, so after the commit (DbSessionDep commits as the endpoint returns).
+    return Response(status_code=204, background=BackgroundTask(recordings.run, queued))
 
 
 async def list_sessions(
@@ -123,7 +153,31 @@ add_hot_route(
     operation_id="getSessionTranscript",
     summary="get session transcript",
     description="Returns the conversation transcript for a session",
-    **_docs(SessionTranscript),
+    **_docs(SessionTranscript, openapi_extra={"parameters": [REDACT_PARAMETER]}),
+)
+add_stream_route(
+    router,
+    "/v1/sessions/{id}/transcript/stream",
+    session_id=SessionIdPath,
+    turn=anam_live_turn,
+    finalized=anam_live_finalized,
+    operation_id="streamSessionTranscript",
+    summary="stream session transcript",
+    description=(
+        "Server-Sent Events: the stored messages, then each message as it is appended, as"
+        " `event: turn` (data: a transcript message with `turnIndex`; id: increasing within"
+        " the session, for `Last-Event-ID`), then `event: finalized` with `{sessionId,"
+        " endTime, durationMs, totalMessages}` and the end. `: ping` every"
+        " STREAM_HEARTBEAT_SECONDS; 429 past STREAM_MAX_PER_CALLER open streams."
+    ),
+    **{
+        **_docs(SessionTranscript),
+        "responses": {
+            200: STREAM_200,
+            **ANAM_ERROR_RESPONSES,
+            429: {**ANAM_ERROR_RESPONSES[429], "description": STREAM_429},
+        },
+    },
 )
 add_slash_agnostic_route(
     router,
@@ -144,6 +198,21 @@ add_slash_agnostic_route(
     summary="Get session",
     description="Returns a session by ID.",
     **_docs(Session),
+)
+add_slash_agnostic_route(
+    router,
+    "/v1/sessions/{id}",
+    delete_session,
+    methods=["DELETE"],
+    status_code=204,
+    operation_id="deleteSession",
+    summary="Delete session",
+    description=(
+        "Deletes the session: its transcript, usage, metadata and recording object. Its id "
+        "stays reserved: later writes to it answer 404. Deleting it again answers 204; a "
+        "session that is not the caller's is the 404 of an unknown id."
+    ),
+    **_docs(None),
 )
 add_slash_agnostic_route(
     router,
