@@ -573,3 +573,36 @@ async def test_staff_endpoints_receive_every_session_and_others_only_their_own(
         await worker.start(await worker.character())
         assert len(await _deliveries(env, owner_headers, owner_endpoint["id"])) == 1
         assert len(await _deliveries(env, staff_headers, staff_endpoint["id"])) == 2
+
+
+async def test_deleting_a_session_sends_session_deleted_and_drops_its_events(env: Env) -> None:
+    owner, headers = await _user(env)
+    with receiver() as hook:
+        endpoint = await _create(env, headers, hook.url, ["session.deleted"])
+        hook.secrets = [endpoint["secret"]]
+        pending = await _create(env, headers, "http://127.0.0.1:9/down", ["session.finalized"])
+        worker = Worker(env.client, headers)
+        session_id = await worker.start(await worker.character())
+        await worker.turns(session_id, [seed_turn(0)])
+        await worker.finalize(session_id)
+        # The dead endpoint's finalized event, transcript and all, waits for a retry.
+        assert len(await _deliveries(env, headers, pending["id"])) == 1
+
+        deleted = await env.client.delete(
+            f"/api/agents/agent-session/{session_id}/", headers=headers
+        )
+        assert deleted.status_code == 204
+        await asyncio.to_thread(hook.wait_for, lambda: len(hook.deliveries) == 1)
+        (event,) = hook.deliveries
+        assert event.payload["type"] == "session.deleted"
+        assert event.payload["data"]["session_id"] == session_id
+        assert ISO_Z.match(event.payload["data"]["deleted_at"])
+        assert hook.rejected == []
+        # What was stored about the session is gone with it, undelivered or not.
+        assert await _deliveries(env, headers, pending["id"]) == []
+        # A repeated DELETE deletes nothing more and sends nothing more.
+        again = await env.client.delete(f"/api/agents/agent-session/{session_id}/", headers=headers)
+        assert again.status_code == 204
+        await asyncio.sleep(0.5)
+        assert len(hook.deliveries) == 1
+    assert owner.id

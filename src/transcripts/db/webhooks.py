@@ -209,10 +209,10 @@ class WebhookRepository:
         )
         return [row[0] for row in result]
 
-    async def delete_session_events(self, session_id: uuid.UUID) -> int:
-        """Every event about the session, with its deliveries (ON DELETE CASCADE)."""
+    async def delete_session_events(self, session_ids: Sequence[uuid.UUID]) -> int:
+        """Every event about the sessions, with its deliveries (ON DELETE CASCADE)."""
         result = await self._db.execute(
-            delete(WebhookEvent).where(WebhookEvent.session_id == session_id)
+            delete(WebhookEvent).where(WebhookEvent.session_id.in_(list(session_ids)))
         )
         return int(getattr(result, "rowcount", 0) or 0)
 

@@ -53,6 +53,7 @@ __all__ = [
     "replay",
     "rotate_secret",
     "send_test",
+    "sessions_deleted",
     "update_endpoint",
 ]
 
@@ -103,6 +104,16 @@ async def emit(
         raise ValueError(f"unknown webhook event type {event_type!r}")
     webhooks = WebhookRepository(db)
     endpoint_ids = await webhooks.subscribers(session_owner_id, event_type)
+    return await _write(webhooks, event_type, data, endpoint_ids, max_payload_bytes)
+
+
+async def _write(
+    webhooks: WebhookRepository,
+    event_type: str,
+    data: dict[str, Any],
+    endpoint_ids: list[int],
+    max_payload_bytes: int,
+) -> str | None:
     if not endpoint_ids:
         return None
     now = datetime.now(UTC)
@@ -128,7 +139,27 @@ async def forget_session(db: AsyncSession, session_id: uuid.UUID) -> int:
     never sent): the events hold the session's data (a transcript, metadata). For the
     delete of a session, in its transaction, before it emits ``session.deleted``; answers
     how many events went."""
-    return await WebhookRepository(db).delete_session_events(session_id)
+    return await WebhookRepository(db).delete_session_events([session_id])
+
+
+async def sessions_deleted(
+    db: AsyncSession, sessions: Sequence[tuple[uuid.UUID, int]], *, deleted_at: datetime
+) -> None:
+    """For a deletion of ``sessions`` ((session_id, owner_id) each), in its transaction:
+    their stored events go (``forget_session``), and each emits ``session.deleted``. The
+    subscribers are looked up once per owner, however many sessions a batch holds."""
+    if not sessions:
+        return
+    webhooks = WebhookRepository(db)
+    await webhooks.delete_session_events([session_id for session_id, _ in sessions])
+    subscribers: dict[int, list[int]] = {}
+    for session_id, owner_id in sessions:
+        if owner_id not in subscribers:
+            subscribers[owner_id] = await webhooks.subscribers(owner_id, "session.deleted")
+        data = {"session_id": str(session_id), "deleted_at": deleted_at}
+        await _write(
+            webhooks, "session.deleted", data, subscribers[owner_id], DEFAULT_MAX_PAYLOAD_BYTES
+        )
 
 
 # Endpoints.
