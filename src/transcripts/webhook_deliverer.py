@@ -91,8 +91,9 @@ class WebhookDeliverer:
         self._unhook()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a claim cut off mid-statement may wait on a database that is gone,
+            # and shutting down must not (its claim simply expires).
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
         if self._in_flight:
             _, pending = await asyncio.wait(self._in_flight, timeout=STOP_GRACE_SECONDS)
             for task in pending:
