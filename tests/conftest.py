@@ -159,6 +159,9 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # The suite's apps compare answers header for header and share one client address:
         # rate limits are tested on apps of their own (tests/test_rate_limits.py).
         "rate_limit_enabled": False,
+        # No app of the suite sends webhooks unless its test asks for it (tests/test_webhooks.py
+        # does, on databases of its own): an endpoint a fuzzer created must never be called.
+        "webhook_deliverer_enabled": False,
         # The suite's apps share databases with tests that make sessions expire on purpose:
         # only the tests of the sweeper (tests/test_retention.py) let it run on its own.
         "retention_sweep_seconds": 24 * 3600,

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import NoSuchTableError
 
 from tests.migration_harness import columns, migrate, run
 
@@ -391,3 +392,46 @@ def test_label_search_index_covers_owner_and_character_and_rollups_cover_measure
     assert _indexes(url, "sessions") == sessions
     assert _indexes(url, "usage_by_character_day") == rollups
     assert run(url, "SELECT id, owner_id, client_label FROM sessions ORDER BY id") == rows
+
+
+WEBHOOKS = "c9e4a4236bc8"
+
+
+def test_webhooks_tables_come_with_existing_sessions_and_go(empty_database: str) -> None:
+    """New tables only: the sessions already there stay as they were, and an event of one
+    can be queued right after the upgrade; the downgrade drops the tables alone."""
+    url = empty_database
+    migrate(url, "upgrade", UPLOAD_KEY)
+    _seed_before_counters(url)
+    migrate(url, "upgrade", LABEL_SEARCH)
+    before = run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id")
+
+    migrate(url, "upgrade", WEBHOOKS)
+    assert run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id") == before
+    assert {"owner_id", "url", "events", "secret", "is_active", "failing_since"} <= columns(
+        url, "webhook_endpoints"
+    )
+    run(
+        url,
+        "INSERT INTO webhook_endpoints (id, owner_id, url, events, secret, is_active, created_at)"
+        f" VALUES (1, 1, 'https://h.example/x', '[\"session.finalized\"]', 'whsec_x', true,"
+        f" '{NOW}')",
+    )
+    run(
+        url,
+        "INSERT INTO webhook_events (id, type, payload, created_at)"
+        f" VALUES ('msg_1', 'session.finalized', '{{}}', '{NOW}')",
+    )
+    run(
+        url,
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id, status, attempts,"
+        " next_attempt_at, attempt_log, created_at)"
+        f" VALUES ('msg_1', 1, 'pending', 0, '{NOW}', '[]', '{NOW}')",
+    )
+    assert run(url, "SELECT status FROM webhook_deliveries") == [{"status": "pending"}]
+
+    migrate(url, "downgrade", LABEL_SEARCH)
+    for table in ("webhook_deliveries", "webhook_events", "webhook_endpoints"):
+        with pytest.raises(NoSuchTableError):
+            columns(url, table)
+    assert run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id") == before

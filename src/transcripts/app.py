@@ -45,6 +45,7 @@ from transcripts.observability import (
     Metrics,
     ObservabilityMiddleware,
     PoolCollector,
+    WebhookMetrics,
 )
 from transcripts.operations import router as operations_router
 from transcripts.ratelimit import RateLimiter, RateLimits
@@ -56,6 +57,7 @@ from transcripts.settings import Settings
 from transcripts.state import AppState
 from transcripts.validation import field_errors
 from transcripts.viewer import router as viewer_router
+from transcripts.webhook_deliverer import WebhookDeliverer
 from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["DIALECTS", "create_app", "openapi_document"]
@@ -74,6 +76,8 @@ def create_app(
     metrics = Metrics()
     access_log = AccessLog()
     rate_limiter = RateLimiter.from_settings(settings, metrics.registry)  # None when off
+    webhook_metrics = WebhookMetrics()
+    metrics.registry.register(webhook_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +89,13 @@ def create_app(
             stack.push_async_callback(database.dispose)
             key_usage = ApiKeyUsage(database)
             stack.push_async_callback(key_usage.drain)
+            deliverer = None
+            if settings.webhook_deliverer_enabled:
+                deliverer = WebhookDeliverer(database, settings, webhook_metrics)
+                await deliverer.start()
+                # Stopped before the database is disposed: attempts in flight record
+                # their outcome first.
+                stack.push_async_callback(deliverer.stop)
             recordings = await open_recording_store(settings, stack)
             live = LiveHub(settings, database)
             await live.start()
@@ -103,6 +114,7 @@ def create_app(
                 widget_origins=WidgetOrigins(settings.widget_origins_ttl_seconds),
                 live=live,
                 search=TranscriptSearch(database, settings.search_config),
+                webhooks=deliverer,
             )
             sweeper = RetentionSweeper(
                 database,

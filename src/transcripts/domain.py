@@ -49,6 +49,10 @@ __all__ = [
     "UsageTotals",
     "UserCredentials",
     "UserRecord",
+    "WebhookAttempt",
+    "WebhookClaim",
+    "WebhookDeliveryRecord",
+    "WebhookEndpointRecord",
     "usd_from_micros",
 ]
 
@@ -481,3 +485,59 @@ class SearchPage:
     hits: list[SearchHit]
     # Where the next page starts, when there is one.
     next_position: SearchPosition | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpointRecord:
+    id: int
+    owner_id: int
+    url: str
+    events: list[str]
+    description: str | None
+    is_active: bool
+    failing_since: datetime | None
+    created_at: datetime
+    # Only the answers that create or rotate show it.
+    secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAttempt:
+    """One attempt to deliver, as the delivery log shows it."""
+
+    at: datetime
+    response_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryRecord:
+    id: int
+    event_id: str
+    event_type: str
+    endpoint_id: int
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_response_code: int | None
+    last_error: str | None
+    attempt_log: list[WebhookAttempt]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookClaim:
+    """A due delivery a deliverer has claimed: all it needs to make the attempt."""
+
+    delivery_id: int
+    endpoint_id: int
+    event_id: str
+    url: str
+    secret: str
+    payload: str
+    attempts: int
+    # Whether the endpoint was already failing before this attempt (and since when).
+    failing_since: datetime | None
+    # The attempts so far, as stored: this attempt's outcome is appended to them.
+    attempt_log: list[dict[str, Any]]

@@ -45,6 +45,7 @@ __all__ = [
     "Metrics",
     "ObservabilityMiddleware",
     "PoolCollector",
+    "WebhookMetrics",
 ]
 
 # The request log's switch: its lines are written by AccessLog, not through its handlers.
@@ -127,6 +128,46 @@ class Metrics(Collector):
                 )
             )
         yield latency
+
+
+class WebhookMetrics(Collector):
+    """Webhook deliveries: this process's attempts by outcome, and the deliveries pending
+    across every replica (read from the database when /metrics is scraped)."""
+
+    OUTCOMES = ("succeeded", "retry", "failed")
+
+    def __init__(self) -> None:
+        self._created = time.time()
+        self.attempts = dict.fromkeys(self.OUTCOMES, 0)
+        self.pending = 0
+        self.oldest_pending_at: datetime | None = None
+
+    def attempted(self, outcome: str) -> None:
+        self.attempts[outcome] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        attempts = CounterMetricFamily(
+            "transcripts_webhook_deliveries",
+            "Webhook delivery attempts made by this process, by outcome: succeeded, retry"
+            " (failed, another attempt is scheduled), failed (failed, no attempt left).",
+            labels=("outcome",),
+        )
+        for outcome, count in self.attempts.items():
+            attempts.add_metric((outcome,), count, created=self._created)
+        yield attempts
+        yield GaugeMetricFamily(
+            "transcripts_webhook_deliveries_pending",
+            "Webhook deliveries not yet succeeded or given up, across every replica.",
+            value=self.pending,
+        )
+        age = 0.0
+        if self.oldest_pending_at is not None:
+            age = max(0.0, (datetime.now(UTC) - self.oldest_pending_at).total_seconds())
+        yield GaugeMetricFamily(
+            "transcripts_webhook_oldest_pending_age_seconds",
+            "How long the oldest pending webhook delivery has waited (0 when none is).",
+            value=age,
+        )
 
 
 class PoolCollector(Collector):

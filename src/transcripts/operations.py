@@ -51,6 +51,8 @@ async def metrics(request: Request) -> Response:
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if state.webhooks is not None:
+        await state.webhooks.refresh_metrics()
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

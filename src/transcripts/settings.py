@@ -140,6 +140,32 @@ class Settings(BaseSettings):
     max_concurrent_sessions_per_character: int = Field(default=50, ge=1)
     concurrent_session_window_seconds: int = Field(default=2 * 3600, ge=60)
 
+    # Webhooks (DESIGN.md, "Webhooks"). Targets must be https on a public address unless
+    # private targets are allowed (then http and loopback too: tests, development).
+    webhook_allow_private_targets: bool = False
+    # A 2xx within this is a success; anything else, or nothing, is a failed attempt.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Seconds from a failed attempt to the next, comma-separated: one retry each.
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    )
+    # An endpoint whose every attempt failed for this long is disabled (five days).
+    webhook_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    # Above this, session.finalized leaves the transcript out (and says so).
+    webhook_max_payload_bytes: int = Field(default=512 * 1024, ge=1024)
+    # The deliverer wakes at once after a commit that wrote an event in this process; this
+    # is how often it also looks for events written by other replicas and for due retries.
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Attempts in flight at once, per process.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    webhook_deliverer_enabled: bool = True
+
     # Data rights (README, "Data rights"): a session is deleted, with its recording, this
     # many days after it started, unless its character sets retention_days; unset: kept.
     retention_days: int | None = Field(default=None, ge=1, le=36500)
@@ -207,6 +233,23 @@ class Settings(BaseSettings):
     @property
     def session_limits(self) -> SessionLimits:
         return SessionLimits(self.max_turns_per_session, self.max_transcript_bytes)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _retry_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return tuple(float(entry) for entry in value.split(",") if entry.strip())
+            except ValueError:
+                raise ValueError("must be seconds, comma-separated (e.g. 5,300,1800)") from None
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_delays_non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("retry delays must not be negative")
+        return value
 
     @field_validator("cors_allow_origins", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from transcripts.observability import AccessLog, Metrics
 from transcripts.recordings import RecordingStore
 from transcripts.services.deletions import RecordingDeletions
 from transcripts.settings import Settings
+from transcripts.webhook_deliverer import WebhookDeliverer
 from transcripts.widget_origins import WidgetOrigins
 
 __all__ = ["AppState", "app_state"]
@@ -37,6 +38,8 @@ class AppState:
     recording_deletions: RecordingDeletions
     widget_origins: WidgetOrigins
     live: LiveHub
+    # None when this process runs no deliverer (TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED=false).
+    webhooks: WebhookDeliverer | None = None
 
 
 def app_state(app: Starlette) -> AppState:

@@ -609,3 +609,140 @@ class ErasureReceiptEnvelope(BaseModel):
     message: StrictStr
     data: ErasureReceipt
     errors: None
+
+
+class CreateWebhookEndpointRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[
+        StrictStr,
+        Field(
+            description="https on a public address (every address the name resolves to is checked); http and private addresses only with WEBHOOK_ALLOW_PRIVATE_TARGETS=true.\n",
+            max_length=2048,
+            min_length=1,
+        ),
+    ]
+    events: Annotated[
+        list[Literal["session.started", "turns.appended", "session.finalized", "session.deleted"]],
+        Field(
+            description="The event types to receive; turns.appended only when asked for.",
+            max_length=4,
+            min_length=1,
+        ),
+    ]
+    description: Annotated[StrictStr | None, Field(max_length=500)] = None
+
+
+class UpdateWebhookEndpointRequest(BaseModel):
+    """
+    The fields to change; any not given stay as they are.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    url: Annotated[StrictStr | None, Field(max_length=2048, min_length=1)] = None
+    events: Annotated[
+        list[Literal["session.started", "turns.appended", "session.finalized", "session.deleted"]]
+        | None,
+        Field(max_length=4, min_length=1),
+    ] = None
+    description: Annotated[StrictStr | None, Field(max_length=500)] = None
+    is_active: Annotated[
+        StrictBool | None,
+        Field(description="true re-enables an endpoint disabled after failing for 5 days."),
+    ] = None
+
+
+class WebhookEndpoint(BaseModel):
+    id: StrictInt
+    url: StrictStr
+    events: list[StrictStr]
+    description: StrictStr | None
+    is_active: Annotated[
+        StrictBool,
+        Field(
+            description="false once disabled (after failing every attempt for 5 days) or by the owner."
+        ),
+    ]
+    failing_since: Annotated[
+        AwareDatetime | None,
+        Field(description="Start of the current run of failed attempts; null after a success."),
+    ]
+    created_at: AwareDatetime
+
+
+class WebhookEndpointCreated(BaseModel):
+    id: StrictInt
+    url: StrictStr
+    events: list[StrictStr]
+    description: StrictStr | None
+    is_active: StrictBool
+    failing_since: AwareDatetime | None
+    created_at: AwareDatetime
+    secret: Annotated[
+        StrictStr,
+        Field(
+            description="The signing secret (Standard Webhooks), shown this once.",
+            pattern="^whsec_[A-Za-z0-9+/=]+$",
+        ),
+    ]
+
+
+class WebhookAttempt(BaseModel):
+    at: AwareDatetime
+    response_code: StrictInt | None
+    error: StrictStr | None
+    duration_ms: StrictInt
+
+
+class WebhookDelivery(BaseModel):
+    id: StrictInt
+    event_id: Annotated[
+        StrictStr, Field(description="The webhook-id header, the same on every attempt and replay.")
+    ]
+    event_type: StrictStr
+    endpoint_id: StrictInt
+    status: Literal["pending", "succeeded", "failed"]
+    attempts: StrictInt
+    next_attempt_at: AwareDatetime | None
+    last_response_code: StrictInt | None
+    last_error: StrictStr | None
+    attempt_log: list[WebhookAttempt]
+    created_at: AwareDatetime
+
+
+class WebhookEndpointEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: WebhookEndpoint
+    errors: None
+
+
+class WebhookEndpointCreatedEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: WebhookEndpointCreated
+    errors: None
+
+
+class WebhookEndpointListEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: list[WebhookEndpoint]
+    errors: None
+
+
+class WebhookDeliveryEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: WebhookDelivery
+    errors: None
+
+
+class WebhookDeliveryListEnvelope(BaseModel):
+    success: Literal[True]
+    message: StrictStr
+    data: list[WebhookDelivery]
+    errors: None

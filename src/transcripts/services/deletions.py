@@ -35,6 +35,7 @@ from transcripts.domain import (
 )
 from transcripts.errors import SESSION_NOT_FOUND, BadRequest, NotFound
 from transcripts.recordings import RecordingStore
+from transcripts.services import webhooks
 
 __all__ = [
     "BATCH_SIZE",
@@ -75,9 +76,11 @@ async def delete_sessions(
         return
     await DeletionRepository(db).delete_sessions(sessions, now=now)
     await UsageRollups(db).take_back(sessions)
-    # session.deleted (webhooks): write one outbox event per session in ``sessions`` here,
-    # in this transaction, so that it is emitted exactly when the deletion commits and never
-    # for a deletion that rolled back. Each carries session_id, owner_id and deleted_at=now.
+    # In this transaction: session.deleted is sent exactly when the deletion commits, and
+    # the events already stored about these sessions (their transcripts) go with them.
+    await webhooks.sessions_deleted(
+        db, [(session.session_id, session.owner_id) for session in sessions], deleted_at=now
+    )
 
 
 async def delete_session(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> list[int]:

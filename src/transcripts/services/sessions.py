@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -46,6 +46,7 @@ from transcripts.errors import (
 from transcripts.pricing import PriceTable, Usage, estimate_cost_micros
 from transcripts.recording_keys import RecordingKeys, S3Location, upload_session_id
 from transcripts.redaction import redact_many
+from transcripts.services import webhooks
 from transcripts.validation import as_utc
 
 __all__ = [
@@ -153,6 +154,17 @@ async def start_session(
     )
     # Counted from its start: a session never finalized is in Session History's totals too.
     await _count_usage(db, session, UsageTotals(1, 0, 0, 0.0, 0, 0))
+    started = {
+        "session_id": str(session.session_id),
+        "character_slug": character.slug,
+        "room_name": session.room_name,
+        "user": user_id,
+        "origin_url": origin_url,
+        "metadata": metadata or {},
+        "client_label": client_label,
+        "created_at": session.created_at,
+    }
+    await webhooks.emit(db, "session.started", started, session_owner_id=session.owner_id)
     return session
 
 
@@ -240,6 +252,22 @@ async def append_turns(
             1 for turn in added if turn.was_interrupted and turn.role == "assistant"
         )
         await sessions.count_appended(session.id, len(inserted), added_bytes, interruptions)
+        appended = {
+            "session_id": str(session.session_id),
+            "turns": [
+                {
+                    "turn_index": turn.turn_index,
+                    "role": turn.role,
+                    "text": turn.text,
+                    "ts": turn.ts,
+                    "speaking_duration_seconds": turn.speaking_duration_seconds,
+                    "was_interrupted": turn.was_interrupted,
+                }
+                for turn in sorted(added, key=lambda turn: turn.turn_index)
+            ],
+            "turn_count": session.turn_count + len(inserted),
+        }
+        await webhooks.emit(db, "turns.appended", appended, session_owner_id=session.owner_id)
         # In this transaction: a rolled-back append announces nothing.
         await announce_turns(db, session.session_id, max(inserted.values()))
     return len(inserted)
@@ -292,13 +320,18 @@ async def finalize(
     *,
     ended_at: datetime | None = None,
     recording_url: str | None = None,
+    summarize: Callable[[SessionRecord], dict[str, Any]] | None = None,
+    max_webhook_payload_bytes: int = webhooks.DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> SessionRecord:
     """The finalize route's work: lock the caller's session, settle the recording's status
     (checked once, here; reads never look at the object again), record usage and cost, and
     answer the session as it now stands. An ``ended_at`` without an offset is UTC.
 
     ``recording_url`` must belong to the session (``keys``), or the whole finalize is a 400
-    and the store is never asked about it."""
+    and the store is never asked about it.
+
+    The first finalize emits ``session.finalized`` in this transaction, its data the
+    session as ``summarize`` writes it (the dialect's summary, as its read answers it)."""
     session = await session_for_write(db, caller, session_id)
     ended_at = as_utc(ended_at, "ended_at")
     recording = None
@@ -306,7 +339,16 @@ async def finalize(
         await _refuse_foreign_recording(db, session, keys, recording_url)
         recording = RegisteredRecording(recording_url, await recordings.check(recording_url))
     await finalize_session(db, session, usage, prices, ended_at=ended_at, recording=recording)
-    return await load_session_record(db, session.id)
+    record = await load_session_record(db, session.id)
+    if session.finalized_at is None and summarize is not None:
+        await webhooks.emit(
+            db,
+            "session.finalized",
+            summarize(record),
+            session_owner_id=session.owner_id,
+            max_payload_bytes=max_webhook_payload_bytes,
+        )
+    return record
 
 
 async def finalize_session(

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from transcripts.dialects import Dialect
-from transcripts.dialects.agents import dashboard, lifecycle, privacy, search, transcripts
+from transcripts.dialects.agents import (
+    dashboard,
+    lifecycle,
+    privacy,
+    search,
+    transcripts,
+    webhooks,
+)
 from transcripts.dialects.agents.envelope import render_envelope_error
 from transcripts.generated.agents import ErrorEnvelope
 
@@ -13,7 +20,14 @@ DIALECT = Dialect(
     name="agents",
     prefix="/api",
     render_error=render_envelope_error,
-    routers=(transcripts.router, lifecycle.router, dashboard.router, privacy.router, search.router),
+    routers=(
+        transcripts.router,
+        lifecycle.router,
+        dashboard.router,
+        privacy.router,
+        search.router,
+        webhooks.router,
+    ),
     error_model=ErrorEnvelope,
     spec="agents.yaml",
 )

@@ -17,6 +17,8 @@ from transcripts.domain import (
     SessionRecord,
     SignedUrl,
     Turns,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
 from transcripts.pagination import encode_cursor
 
@@ -28,6 +30,8 @@ __all__ = [
     "live_turn_data",
     "session_history",
     "session_summary",
+    "webhook_delivery_data",
+    "webhook_endpoint_data",
 ]
 
 ROLE_LABELS = {"assistant": "Assistant", "user": "User"}
@@ -149,4 +153,44 @@ def live_finalized_data(session: LiveSession) -> dict[str, Any]:
         "session_id": str(session.session_id),
         "finalized_at": session.finalized_at,
         "turn_count": session.turn_count,
+    }
+
+
+def webhook_endpoint_data(endpoint: WebhookEndpointRecord) -> dict[str, Any]:
+    """An endpoint; its secret only in the answers that create or rotate it."""
+    data: dict[str, Any] = {
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "description": endpoint.description,
+        "is_active": endpoint.is_active,
+        "failing_since": endpoint.failing_since,
+        "created_at": endpoint.created_at,
+    }
+    if endpoint.secret is not None:
+        data["secret"] = endpoint.secret
+    return data
+
+
+def webhook_delivery_data(delivery: WebhookDeliveryRecord) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "event_type": delivery.event_type,
+        "endpoint_id": delivery.endpoint_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_attempt_at,
+        "last_response_code": delivery.last_response_code,
+        "last_error": delivery.last_error,
+        "attempt_log": [
+            {
+                "at": attempt.at,
+                "response_code": attempt.response_code,
+                "error": attempt.error,
+                "duration_ms": attempt.duration_ms,
+            }
+            for attempt in delivery.attempt_log
+        ],
+        "created_at": delivery.created_at,
     }

@@ -1,0 +1,363 @@
+"""Webhooks' rules (DESIGN.md, "Webhooks"): endpoints, the outbox, the outcome of attempts.
+
+Events are written by ``emit`` in the transaction of the change that caused them (the
+outbox): a change that rolls back leaves no event, and no change commits without its event.
+The deliverer (``transcripts.webhook_deliverer``) sends them afterwards, at least once.
+
+An endpoint belongs to the user who created it and only that user sees or changes it;
+another's endpoint or delivery is the same 404 as an unknown id. It receives the events of
+the sessions its owner can read: the owner's own, or every session for staff.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from transcripts.db.webhooks import PendingSummary, WebhookRepository, on_commit_with_events
+from transcripts.domain import (
+    Caller,
+    WebhookAttempt,
+    WebhookClaim,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
+)
+from transcripts.errors import BadRequest, Conflict, NotFound
+from transcripts.webhook_targets import TargetRefused, resolve_target
+
+__all__ = [
+    "DISABLED_ERROR",
+    "EVENT_TYPES",
+    "TEST_EVENT",
+    "AttemptResult",
+    "claim_due",
+    "create_endpoint",
+    "delete_endpoint",
+    "deliveries",
+    "emit",
+    "forget_session",
+    "list_endpoints",
+    "new_event_id",
+    "new_secret",
+    "on_commit_with_events",
+    "pending_summary",
+    "record_attempt",
+    "replay",
+    "rotate_secret",
+    "send_test",
+    "sessions_deleted",
+    "update_endpoint",
+]
+
+EVENT_TYPES = ("session.started", "turns.appended", "session.finalized", "session.deleted")
+TEST_EVENT = "webhook.test"
+ENDPOINT_NOT_FOUND = "Webhook endpoint not found."
+DELIVERY_NOT_FOUND = "Webhook delivery not found."
+DISABLED_ERROR = "Endpoint disabled after failing every attempt for too long."
+# Time for a deliverer to record an attempt's outcome after its timeout, before another
+# deliverer may take the delivery again (a deliverer that died mid-attempt).
+LEASE_MARGIN_SECONDS = 30.0
+DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+
+
+def new_secret() -> str:
+    """A signing secret in the form the Standard Webhooks libraries take: whsec_<base64>."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_event_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _body(event_type: str, data: dict[str, Any], now: datetime) -> bytes:
+    # The Standard Webhooks payload: {"type", "timestamp", "data"}.
+    return orjson.dumps(
+        {"type": event_type, "timestamp": now, "data": data}, option=orjson.OPT_UTC_Z
+    )
+
+
+async def emit(
+    db: AsyncSession,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    session_owner_id: int,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+) -> str | None:
+    """Write an event about a session owned by ``session_owner_id`` into ``db``'s
+    transaction, with a pending delivery to every endpoint that takes it; answers the
+    event's id (its webhook-id), or None when no endpoint takes it (nothing is written).
+
+    Any service calls this inside its own transaction, after its change. Above
+    ``max_payload_bytes`` the transcript (``transcript``, ``transcript_text``) is left out
+    and ``transcript_omitted`` says so; the receiver reads it from the API.
+    """
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    webhooks = WebhookRepository(db)
+    endpoint_ids = await webhooks.subscribers(session_owner_id, event_type)
+    return await _write(webhooks, event_type, data, endpoint_ids, max_payload_bytes)
+
+
+async def _write(
+    webhooks: WebhookRepository,
+    event_type: str,
+    data: dict[str, Any],
+    endpoint_ids: list[int],
+    max_payload_bytes: int,
+) -> str | None:
+    if not endpoint_ids:
+        return None
+    now = datetime.now(UTC)
+    body = _body(event_type, data, now)
+    if len(body) > max_payload_bytes and "transcript" in data:
+        trimmed = {**data, "transcript": [], "transcript_text": "", "transcript_omitted": True}
+        body = _body(event_type, trimmed, now)
+    event_id = new_event_id()
+    session_id = data.get("session_id")
+    await webhooks.add_event(
+        event_id=event_id,
+        event_type=event_type,
+        payload=body.decode(),
+        endpoint_ids=endpoint_ids,
+        now=now,
+        session_id=uuid.UUID(str(session_id)) if session_id else None,
+    )
+    return event_id
+
+
+async def forget_session(db: AsyncSession, session_id: uuid.UUID) -> int:
+    """Delete every stored event about a session, with its deliveries (pending ones are
+    never sent): the events hold the session's data (a transcript, metadata). For the
+    delete of a session, in its transaction, before it emits ``session.deleted``; answers
+    how many events went."""
+    return await WebhookRepository(db).delete_session_events([session_id])
+
+
+async def sessions_deleted(
+    db: AsyncSession, sessions: Sequence[tuple[uuid.UUID, int]], *, deleted_at: datetime
+) -> None:
+    """For a deletion of ``sessions`` ((session_id, owner_id) each), in its transaction:
+    their stored events go (``forget_session``), and each emits ``session.deleted``. The
+    subscribers are looked up once per owner, however many sessions a batch holds."""
+    if not sessions:
+        return
+    webhooks = WebhookRepository(db)
+    await webhooks.delete_session_events([session_id for session_id, _ in sessions])
+    subscribers: dict[int, list[int]] = {}
+    for session_id, owner_id in sessions:
+        if owner_id not in subscribers:
+            subscribers[owner_id] = await webhooks.subscribers(owner_id, "session.deleted")
+        data = {"session_id": str(session_id), "deleted_at": deleted_at}
+        await _write(
+            webhooks, "session.deleted", data, subscribers[owner_id], DEFAULT_MAX_PAYLOAD_BYTES
+        )
+
+
+# Endpoints.
+
+
+def _refuse_unknown_events(events: Sequence[str]) -> list[str]:
+    unknown = [event for event in events if event not in EVENT_TYPES]
+    if unknown or not events:
+        message = f"Must be one or more of {', '.join(EVENT_TYPES)}."
+        raise BadRequest("Invalid events.", {"events": [message]})
+    return list(dict.fromkeys(events))
+
+
+async def _check_target(url: str, allow_private: bool) -> None:
+    try:
+        await resolve_target(url, allow_private=allow_private)
+    except TargetRefused as exc:
+        raise BadRequest("Invalid url.", {"url": [str(exc)]}) from None
+
+
+async def create_endpoint(
+    db: AsyncSession,
+    caller: Caller,
+    *,
+    url: str,
+    events: Sequence[str],
+    description: str | None,
+    allow_private: bool,
+) -> WebhookEndpointRecord:
+    """A new endpoint of the caller's; the answer carries its secret, shown this once."""
+    chosen = _refuse_unknown_events(events)
+    await _check_target(url, allow_private)
+    return await WebhookRepository(db).add_endpoint(
+        owner_id=caller.user_id,
+        url=url,
+        events=chosen,
+        description=description,
+        secret=new_secret(),
+        now=datetime.now(UTC),
+    )
+
+
+async def list_endpoints(db: AsyncSession, caller: Caller) -> list[WebhookEndpointRecord]:
+    return await WebhookRepository(db).endpoints_of(caller.user_id)
+
+
+async def _own_endpoint(
+    db: AsyncSession, caller: Caller, endpoint_id: int, *, for_update: bool = False
+) -> WebhookEndpointRecord:
+    endpoint = await WebhookRepository(db).endpoint_of(
+        caller.user_id, endpoint_id, for_update=for_update
+    )
+    if endpoint is None:
+        raise NotFound(ENDPOINT_NOT_FOUND)
+    return endpoint
+
+
+async def delete_endpoint(db: AsyncSession, caller: Caller, endpoint_id: int) -> None:
+    await _own_endpoint(db, caller, endpoint_id, for_update=True)
+    await WebhookRepository(db).delete_endpoint(endpoint_id)
+
+
+async def rotate_secret(
+    db: AsyncSession, caller: Caller, endpoint_id: int
+) -> WebhookEndpointRecord:
+    """A new secret, shown this once; attempts from now on are signed with it."""
+    await _own_endpoint(db, caller, endpoint_id, for_update=True)
+    return await WebhookRepository(db).update_endpoint(endpoint_id, secret=new_secret())
+
+
+async def update_endpoint(
+    db: AsyncSession,
+    caller: Caller,
+    endpoint_id: int,
+    changes: dict[str, Any],
+    *,
+    allow_private: bool,
+) -> WebhookEndpointRecord:
+    """Change ``url``, ``events``, ``description`` or ``is_active``. Re-enabling a
+    disabled endpoint starts its failure count afresh."""
+    await _own_endpoint(db, caller, endpoint_id, for_update=True)
+    values = dict(changes)
+    if "events" in values:
+        values["events"] = _refuse_unknown_events(values["events"])
+    if "url" in values:
+        await _check_target(values["url"], allow_private)
+    if values.get("is_active") is True:
+        values["failing_since"] = None
+    return await WebhookRepository(db).update_endpoint(endpoint_id, **values)
+
+
+async def send_test(db: AsyncSession, caller: Caller, endpoint_id: int) -> WebhookDeliveryRecord:
+    """A ``webhook.test`` event to this endpoint alone, delivered like any other."""
+    endpoint = await _own_endpoint(db, caller, endpoint_id)
+    _refuse_inactive(endpoint)
+    webhooks = WebhookRepository(db)
+    now = datetime.now(UTC)
+    event_id = new_event_id()
+    data = {"endpoint_id": endpoint.id, "message": "A test event from transcripts."}
+    (delivery_id,) = await webhooks.add_event(
+        event_id=event_id,
+        event_type=TEST_EVENT,
+        payload=_body(TEST_EVENT, data, now).decode(),
+        endpoint_ids=[endpoint.id],
+        now=now,
+    )
+    delivery = await webhooks.delivery_of(caller.user_id, delivery_id)
+    assert delivery is not None
+    return delivery
+
+
+def _refuse_inactive(endpoint: WebhookEndpointRecord) -> None:
+    if not endpoint.is_active:
+        message = "The endpoint is disabled; re-enable it with is_active first."
+        raise Conflict(message, {"is_active": [message]})
+
+
+async def deliveries(
+    db: AsyncSession, caller: Caller, endpoint_id: int, *, before: int | None, limit: int
+) -> list[WebhookDeliveryRecord]:
+    """The endpoint's deliveries, newest first, each with its attempts."""
+    await _own_endpoint(db, caller, endpoint_id)
+    return await WebhookRepository(db).deliveries_of(endpoint_id, before=before, limit=limit)
+
+
+async def replay(db: AsyncSession, caller: Caller, delivery_id: int) -> WebhookDeliveryRecord:
+    """Send a delivery's event again to its endpoint, as a new delivery with the same
+    webhook-id (so a receiver that already handled it can tell)."""
+    webhooks = WebhookRepository(db)
+    original = await webhooks.delivery_of(caller.user_id, delivery_id)
+    if original is None:
+        raise NotFound(DELIVERY_NOT_FOUND)
+    endpoint = await _own_endpoint(db, caller, original.endpoint_id)
+    _refuse_inactive(endpoint)
+    new_id = await webhooks.redeliver(original.event_id, endpoint.id, datetime.now(UTC))
+    replayed = await webhooks.delivery_of(caller.user_id, new_id)
+    assert replayed is not None
+    return replayed
+
+
+# The deliverer's side.
+
+
+async def claim_due(db: AsyncSession, *, limit: int, timeout_seconds: float) -> list[WebhookClaim]:
+    """Claim due deliveries for one deliverer; the caller commits before attempting them."""
+    webhooks = WebhookRepository(db)
+    now = datetime.now(UTC)
+    lease = now + timedelta(seconds=timeout_seconds + LEASE_MARGIN_SECONDS)
+    claimed = await webhooks.claim_due(now=now, lease_until=lease, limit=limit)
+    return await webhooks.claims(claimed) if claimed else []
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt came to, and what follows from it."""
+
+    outcome: Literal["succeeded", "retry", "failed"]
+    next_attempt_at: datetime | None
+    disabled: bool = False
+
+
+async def record_attempt(
+    db: AsyncSession,
+    claim: WebhookClaim,
+    attempt: WebhookAttempt,
+    *,
+    retry_schedule: Sequence[float],
+    disable_after: timedelta,
+) -> AttemptResult:
+    """Record an attempt: a 2xx succeeds; otherwise the next retry of ``retry_schedule``
+    (seconds after this attempt), or failed once the schedule is spent. An endpoint whose
+    every attempt has failed for ``disable_after`` is disabled."""
+    webhooks = WebhookRepository(db)
+    succeeded = attempt.response_code is not None and 200 <= attempt.response_code < 300
+    if succeeded:
+        await webhooks.record_attempt(
+            claim, status="succeeded", next_attempt_at=None, attempt=attempt
+        )
+        # Not only when the claim saw the endpoint failing: another attempt may have
+        # failed since this one was claimed.
+        await webhooks.endpoint_succeeded(claim.endpoint_id)
+        return AttemptResult("succeeded", None)
+    retry = claim.attempts  # this was attempt number claim.attempts + 1
+    next_attempt_at = None
+    if retry < len(retry_schedule):
+        next_attempt_at = attempt.at + timedelta(seconds=retry_schedule[retry])
+    await webhooks.record_attempt(
+        claim,
+        status="pending" if next_attempt_at else "failed",
+        next_attempt_at=next_attempt_at,
+        attempt=attempt,
+    )
+    failing_since = await webhooks.endpoint_failed(claim.endpoint_id, now=attempt.at)
+    if failing_since is not None and attempt.at - failing_since >= disable_after:
+        await webhooks.disable_endpoint(claim.endpoint_id, reason=DISABLED_ERROR)
+        return AttemptResult("failed", None, disabled=True)
+    return AttemptResult("retry" if next_attempt_at else "failed", next_attempt_at)
+
+
+async def pending_summary(db: AsyncSession) -> PendingSummary:
+    return await WebhookRepository(db).pending_summary()
