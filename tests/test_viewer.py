@@ -626,6 +626,15 @@ async def test_controls_appear_as_the_service_offers_them(
     offered = (
         await page.locator('meta[name="transcripts-features"]').get_attribute("content") or ""
     ).split()
+    # Every route the page can use has landed: it offers all of them.
+    assert offered == [
+        "search",
+        "stream",
+        "redact",
+        "cursor",
+        "include_transcript",
+        "export=vtt,srt,txt,md,jsonl",
+    ]
     assert await page.locator(".search-field").is_visible() == ("search" in offered)
     await open_session(page, demo, demo.example)
     assert await page.locator("#redact-control").is_visible() == ("redact" in offered)
@@ -802,4 +811,42 @@ async def test_search_and_exports_against_the_real_routes(
     exported = await demo.call("GET", f"/api/agents/agent-session/{example}/transcript/txt/")
     assert saved.read_bytes() == exported.content
     assert exported.content.startswith(b"Assistant: Hi! How can I help you today?\nUser: ")
+    seen.check(demo.key)
+
+
+async def test_the_redaction_toggle_against_the_real_read(
+    page: Page, demo: Demo, tmp_path: Path
+) -> None:
+    """Unstubbed: the toggle reads the transcript again with ?redact=pii, and the page shows
+    what the service's redactor answered, turn by turn."""
+    seen = await watch(page)
+    plain = await demo.data(transcript_path(demo.example))
+    redacted = await demo.data(transcript_path(demo.example) + "?redact=pii")
+    changed = [
+        (before["turn_index"], after["text"])
+        for before, after in zip(plain["transcript"], redacted["transcript"], strict=True)
+        if before["text"] != after["text"]
+    ]
+    assert changed, "the demo's example says something the redactor replaces"
+    await sign_in(page, demo)
+    await page.locator("#session-rows tr").first.wait_for(timeout=WAIT_MS)
+    await open_session(page, demo, demo.example)
+    await page.check("#redact")
+    for turn_index, text in changed:
+        await until(
+            page,
+            'document.querySelector(`#turns .turn[data-turn-index="${arg[0]}"] .text`)'
+            "?.textContent === arg[1]",
+            [turn_index, text],
+        )
+    await shoot(page, tmp_path, "redacted-real")
+    await page.uncheck("#redact")
+    first_index, _ = changed[0]
+    original = next(t["text"] for t in plain["transcript"] if t["turn_index"] == first_index)
+    await until(
+        page,
+        'document.querySelector(`#turns .turn[data-turn-index="${arg[0]}"] .text`)'
+        "?.textContent === arg[1]",
+        [first_index, original],
+    )
     seen.check(demo.key)

@@ -143,6 +143,17 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
+def _declared_query_names(route: object) -> set[str]:
+    """Query parameters a route reads from the raw query string and declares to the OpenAPI
+    document itself (``?redact=`` on the hot transcript reads)."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return {
+        parameter["name"]
+        for parameter in extra.get("parameters", ())
+        if isinstance(parameter, dict) and parameter.get("in") == "query"
+    }
+
+
 def features(app: Starlette) -> str:
     """The optional controls ``app`` can back, as the page's space-separated tokens."""
     known = _FEATURES.get(app)
@@ -154,7 +165,8 @@ def features(app: Starlette) -> str:
         # As the OpenAPI document spells it: a parameter without its convertor.
         path = route.path_format or route.path
         if path and "GET" in (route.methods or ()) and isinstance(dependant, Dependant):
-            query.setdefault(path.rstrip("/") + "/", set()).update(_query_names(dependant))
+            names = _query_names(dependant) | _declared_query_names(route)
+            query.setdefault(path.rstrip("/") + "/", set()).update(names)
     tokens = []
     if _SEARCH in query:
         tokens.append("search")
