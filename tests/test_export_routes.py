@@ -307,3 +307,36 @@ async def test_a_long_transcript_is_read_in_batches_and_timed_across_them(
         (index * 1500, (index + 1) * 1500 if index < 29 else 60_000) for index in range(30)
     ]
     assert sizes == [7, 7, 7, 7, 2]
+
+
+async def test_the_redacted_text_reads_the_same_in_both_reads_every_export_and_the_stream(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    seeded = await seed(factory)
+    headers = {"X-API-Key": seeded.key}
+    params = {"redact": "pii"}
+    session = seeded.session_id
+    enveloped = await client.get(
+        f"/api/agents/agent-session/{session}/transcript/", params=params, headers=headers
+    )
+    anam = await client.get(f"/v1/sessions/{session}/transcript", params=params, headers=headers)
+    texts = [item["text"] for item in enveloped.json()["data"]["transcript"]]
+    assert texts != [text for _, text in TEXTS]  # the seed says something to redact
+    assert [message["message"] for message in anam.json()["messages"]] == texts
+    for dialect, path in PATHS.items():
+        for fmt in MEDIA_TYPES:
+            exported = await client.get(path.format(session, fmt), params=params, headers=headers)
+            assert [text for _, text, _, _ in parsed(fmt, exported.content)] == texts, (
+                dialect,
+                fmt,
+            )
+    # The live stream of the finalized session replays the same redacted turns.
+    stream = await client.get(
+        f"/api/agents/agent-session/{session}/transcript/stream/", params=params, headers=headers
+    )
+    events = [
+        orjson.loads(line.removeprefix("data:").strip())
+        for line in stream.text.splitlines()
+        if line.startswith("data:")
+    ]
+    assert [event["text"] for event in events if "text" in event] == texts
