@@ -118,6 +118,11 @@ async def test_sigterm_lets_in_flight_requests_finish(
     env = {
         "TRANSCRIPTS_DATABASE_URL": through(proxy, migrated_postgresql_url),
         "TRANSCRIPTS_JWT_SECRET": TEST_JWT_SECRET,
+        # Only the read under test uses the pool: a background poll holding its one open
+        # connection would make the read open another through a proxy that takes a second
+        # a packet (a dozen seconds of handshake), which is not what this test is about.
+        "TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED": "false",
+        "TRANSCRIPTS_RETENTION_SWEEP_SECONDS": "86400",
     }
     path = f"/v1/sessions/{session_id}/transcript"
     with transcripts_process("serve", env=env) as server:
