@@ -147,6 +147,46 @@ async def _latency(base_url: str, plain_key: str, hooked_key: str, hook: Receive
     ]
 
 
+async def _finalize_only(base_url: str, plain_key: str, hooked_key: str, hook: Receiver) -> str:
+    """Finalize's own latency with and without a subscribed endpoint on a replica whose
+    deliverer is off: the outbox rows are written, nothing is sent, so no delivery shares
+    the server's core with the finalizes being timed."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        plain, hooked = Api(client, plain_key), Api(client, hooked_key)
+        await hooked.post(
+            "/api/webhooks/endpoints/", {"url": hook.url, "events": ["session.finalized"]}
+        )
+        plain_slug, hooked_slug = await plain.character(), await hooked.character()
+        finalize_ms: dict[str, list[float]] = {"without": [], "with": []}
+        for _ in range(2):  # warm-up, not counted
+            await plain.finalize(await plain.start(plain_slug))
+            await hooked.finalize(await hooked.start(hooked_slug))
+        for _ in range(ROUNDS):
+            for case, api, slug in (
+                ("without", plain, plain_slug),
+                ("with", hooked, hooked_slug),
+            ):
+                for _ in range(PER_ROUND):
+                    session_id = await api.start(slug)
+                    started = time.perf_counter()
+                    await api.finalize(session_id)
+                    finalize_ms[case].append((time.perf_counter() - started) * 1000)
+    without, with_endpoint = finalize_ms["without"], finalize_ms["with"]
+    added = _quantile(with_endpoint, 0.5) - _quantile(without, 0.5)
+    return "\n".join(
+        [
+            f"Finalize with an endpoint, deliverer off: {added:+.1f} ms at p50"
+            f" ({added / _quantile(without, 0.5):+.0%}).",
+            "",
+            "| case (deliverer off) | n | p50 ms | p90 ms | p99 ms | mean ms |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| finalize, no endpoint | {_summary(without)} |",
+            f"| finalize, one endpoint subscribed (event and delivery rows written) |"
+            f" {_summary(with_endpoint)} |",
+        ]
+    )
+
+
 async def _backlog(base_url: str, key: str, hook: Receiver) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         api = Api(client, key)
@@ -186,7 +226,9 @@ async def bench() -> int:
             "TRANSCRIPTS_MAX_CONCURRENT_SESSIONS_PER_CHARACTER": "100000",
         }
         run(env, "migrate")
-        plain_key, hooked_key, backlog_key = (_user(env, f"u{i}") for i in range(3))
+        plain_key, hooked_key, backlog_key, quiet_plain, quiet_hooked = (
+            _user(env, f"u{i}") for i in range(5)
+        )
         with tempfile.TemporaryDirectory(prefix="transcripts-webhooks-") as scratch:
             log = Path(scratch) / "server.log"
             with (
@@ -194,8 +236,13 @@ async def bench() -> int:
                 server("webhooks", [TRANSCRIPTS, "serve"], env, log, log.parent) as running,
             ):
                 latency = await _latency(running.base_url, plain_key, hooked_key, hook)
+            quiet = {**env, "TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED": "false"}
+            with (
+                receiver() as hook,
+                server("outbox", [TRANSCRIPTS, "serve"], quiet, log, log.parent) as running,
+            ):
+                isolated = await _finalize_only(running.base_url, quiet_plain, quiet_hooked, hook)
             with receiver() as hook:
-                quiet = {**env, "TRANSCRIPTS_WEBHOOK_DELIVERER_ENABLED": "false"}
                 with server("backlog", [TRANSCRIPTS, "serve"], quiet, log, log.parent) as running:
                     await _backlog(running.base_url, backlog_key, hook)
                 events = 2 * BACKLOG_SESSIONS
@@ -212,6 +259,11 @@ async def bench() -> int:
         "replica, PostgreSQL, the receiver answering 200 after verifying the signature.",
         "",
         *latency,
+        "",
+        "The same, on a replica whose deliverer is off (the outbox rows written, nothing",
+        "sent), so that no delivery runs on the server's core between the finalizes:",
+        "",
+        isolated,
         "",
         "## Throughput of one replica",
         "",
@@ -231,7 +283,8 @@ async def bench() -> int:
         "  nothing). Each start and append pays that read as well.",
         "- The server shares its core with the deliverer: in the finalize-with-endpoint case",
         "  the previous finalize's delivery runs while the next finalize is served, which is",
-        "  part of what that row measures.",
+        "  part of what that row measures. With the deliverer off, what remains is the",
+        "  outbox itself: the summary serialised and the event and delivery rows written.",
         "- Throughput is bound by waiting, not by the server's CPU (about 2 ms of CPU per",
         "  delivery: claim, sign, POST, record): raise WEBHOOK_CONCURRENCY for slow receivers.",
         "  This machine is shared with other work that ran meanwhile: treat the figures as",
