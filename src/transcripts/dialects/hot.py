@@ -41,6 +41,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from transcripts.auth import credentials_from_headers
+from transcripts.caching import if_none_match, matches, not_modified, transcript_etag
 from transcripts.dependencies import CredentialsDep, get_credentials
 from transcripts.dialects.routing import (
     DialectRoute,
@@ -48,8 +49,9 @@ from transcripts.dialects.routing import (
     add_slash_agnostic_route,
     error_response,
 )
-from transcripts.domain import Credentials
+from transcripts.domain import Credentials, SessionRecord
 from transcripts.errors import TranscriptsError
+from transcripts.privacy import redact_record, requested_in_query
 from transcripts.state import AppState, app_state
 
 __all__ = ["HotRead", "HotReads", "HotRoute", "add_hot_route", "verify_hot_routes"]
@@ -239,3 +241,32 @@ class HotReads:
         except TranscriptsError as error:
             response = error_response(hot.render_error, error)
         await response(scope, receive, send)
+
+
+async def conditional_transcript(
+    state: AppState,
+    credentials: Credentials,
+    session_id: uuid.UUID,
+    scope: Scope,
+    representation: str,
+    *,
+    weak: bool,
+) -> tuple[SessionRecord, str | None] | Response:
+    """What a conditional transcript read (``add_hot_route(..., conditional=True)``) answers
+    before its dialect maps it: a 304 when ``If-None-Match`` holds the current tag (from the
+    session's row alone), else the record, redacted when ``?redact=pii`` asks, and its tag.
+    A redacted read is another entity than ``representation``, with a tag of its own."""
+    if requested_in_query(scope["query_string"]):
+        representation += ".redacted"
+        redact = True
+    else:
+        redact = False
+    condition = if_none_match(scope)
+    if condition is not None:
+        head = await state.transcripts.session(credentials, session_id, with_turns=False)
+        etag = transcript_etag(head, representation, weak=weak)
+        if etag is not None and matches(condition, etag):
+            return not_modified(etag)
+    record = await state.transcripts.session(credentials, session_id)
+    etag = transcript_etag(record, representation, weak=weak)
+    return (redact_record(record) if redact else record), etag

@@ -10,11 +10,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from transcripts.caching import (
-    if_none_match,
-    matches,
-    not_modified,
     private_cache_headers,
-    transcript_etag,
 )
 from transcripts.dependencies import AppStateDep, CredentialsDep
 from transcripts.dialects.agents.base import SECURITY, EnvelopeRoute, SessionIdPath
@@ -28,12 +24,11 @@ from transcripts.dialects.exports import (
     export_content,
     export_response,
 )
-from transcripts.dialects.hot import add_hot_route
+from transcripts.dialects.hot import add_hot_route, conditional_transcript
 from transcripts.dialects.routing import REDACT_PARAMETER, add_slash_agnostic_route
 from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
 from transcripts.generated.agents import AgentSessionSummaryEnvelope
-from transcripts.privacy import redact_record, requested_in_query
 from transcripts.recordings import link_for
 from transcripts.state import AppState
 
@@ -45,29 +40,17 @@ router = APIRouter(route_class=EnvelopeRoute)
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
-    redact = requested_in_query(scope["query_string"])
-    representation = _REDACTED if redact else _REPRESENTATION
-    condition = if_none_match(scope)
-    if condition is not None:
-        # The session row alone says whether the caller's copy is current.
-        head = await state.transcripts.session(credentials, session_id, with_turns=False)
-        etag = transcript_etag(head, representation, weak=True)
-        if etag is not None and matches(condition, etag):
-            return not_modified(etag)
-    record = await state.transcripts.session(credentials, session_id)
-    if redact:
-        record = redact_record(record)
+    # Weak: the body carries a presigned link made afresh on every read.
+    found = await conditional_transcript(
+        state, credentials, session_id, scope, "agents.summary", weak=True
+    )
+    if isinstance(found, Response):
+        return found
+    record, etag = found
     link = await link_for(state.recordings, record)
     response = envelope_response(session_summary(record, link))
-    response.headers.update(
-        private_cache_headers(transcript_etag(record, representation, weak=True))
-    )
+    response.headers.update(private_cache_headers(etag))
     return response
-
-
-# The tags' names for what this read answers: redacted and not are different entities.
-_REPRESENTATION = "agents.summary"
-_REDACTED = "agents.summary.redacted"
 
 
 async def export_session_transcript(

@@ -12,11 +12,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from transcripts.caching import (
-    if_none_match,
-    matches,
-    not_modified,
     private_cache_headers,
-    transcript_etag,
 )
 from transcripts.dependencies import (
     AppStateDep,
@@ -44,7 +40,7 @@ from transcripts.dialects.exports import (
     export_content,
     export_response,
 )
-from transcripts.dialects.hot import add_hot_route
+from transcripts.dialects.hot import add_hot_route, conditional_transcript
 from transcripts.dialects.routing import REDACT_PARAMETER, add_slash_agnostic_route, route_class
 from transcripts.dialects.streams import STREAM_200, STREAM_429, add_stream_route
 from transcripts.domain import Credentials
@@ -52,7 +48,6 @@ from transcripts.errors import NotFound
 from transcripts.generated.anam import Session, SessionList, SessionRecording, SessionTranscript
 from transcripts.limits import MAX_PAGE, MAX_PER_PAGE
 from transcripts.pagination import page_request
-from transcripts.privacy import redact_record, requested_in_query
 from transcripts.recordings import link_for
 from transcripts.services import deletions
 from transcripts.state import AppState
@@ -104,27 +99,16 @@ def _docs(
 async def get_session_transcript(
     state: AppState, credentials: Credentials, session_id: uuid.UUID, scope: Scope
 ) -> Response:
-    redact = requested_in_query(scope["query_string"])
-    representation = _REDACTED if redact else _REPRESENTATION
-    condition = if_none_match(scope)
-    if condition is not None:
-        # The session row alone says whether the caller's copy is current.
-        head = await state.transcripts.session(credentials, session_id, with_turns=False)
-        etag = transcript_etag(head, representation, weak=False)
-        if etag is not None and matches(condition, etag):
-            return not_modified(etag)
-    record = await state.transcripts.session(credentials, session_id)
-    response = _json(anam_transcript(redact_record(record) if redact else record))
-    response.headers.update(
-        private_cache_headers(transcript_etag(record, representation, weak=False))
+    # Strong: the body carries no link.
+    found = await conditional_transcript(
+        state, credentials, session_id, scope, "anam.transcript", weak=False
     )
+    if isinstance(found, Response):
+        return found
+    record, etag = found
+    response = _json(anam_transcript(record))
+    response.headers.update(private_cache_headers(etag))
     return response
-
-
-# The tags' names for what this read answers (it carries no link, so its tags are strong);
-# redacted and not are different entities.
-_REPRESENTATION = "anam.transcript"
-_REDACTED = "anam.transcript.redacted"
 
 
 async def export_session_transcript(
