@@ -79,10 +79,13 @@ def do_run_migrations(connection: Connection) -> None:
 
 async def run_migrations_online() -> None:
     engine = create_async_engine(database_url())
-    async with engine.connect() as connection:
-        await connection.run_sync(do_run_migrations)
-        await connection.commit()
-    await engine.dispose()
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(do_run_migrations)
+            await connection.commit()
+    finally:
+        # Also when a step fails: its connection is closed, not left to the collector.
+        await engine.dispose()
 
 
 if context.is_offline_mode():

@@ -435,3 +435,44 @@ def test_webhooks_tables_come_with_existing_sessions_and_go(empty_database: str)
         with pytest.raises(NoSuchTableError):
             columns(url, table)
     assert run(url, "SELECT id, owner_id, turn_count FROM sessions ORDER BY id") == before
+
+
+WEBHOOK_BODIES = "e2b7c41d9f06"
+
+
+def _event(url: str, event_id: str, payload: str | None) -> None:
+    run(
+        url,
+        "INSERT INTO webhook_events (id, type, payload, created_at)"
+        f" VALUES (:id, 'session.finalized', :payload, '{NOW}')",
+        id=event_id,
+        payload=payload,
+    )
+
+
+def test_webhook_bodies_may_wait_for_the_deliverer_and_a_downgrade_waits_for_them(
+    empty_database: str,
+) -> None:
+    """Events already stored keep their bodies; after the upgrade an event may be stored
+    without one. The downgrade refuses while such an event waits (the schema before cannot
+    render it), and goes through once every event has its body."""
+    url = empty_database
+    migrate(url, "upgrade", WEBHOOKS)
+    _event(url, "msg_stored", '{"type":"session.finalized"}')
+
+    migrate(url, "upgrade", WEBHOOK_BODIES)
+    _event(url, "msg_waiting", None)
+    assert run(url, "SELECT id, payload FROM webhook_events ORDER BY id") == [
+        {"id": "msg_stored", "payload": '{"type":"session.finalized"}'},
+        {"id": "msg_waiting", "payload": None},
+    ]
+
+    with pytest.raises(RuntimeError, match=r"^1 webhook event\(s\) have no body yet"):
+        migrate(url, "downgrade", WEBHOOKS)
+    assert len(run(url, "SELECT id FROM webhook_events")) == 2
+
+    run(url, "UPDATE webhook_events SET payload = '{}' WHERE id = 'msg_waiting'")
+    migrate(url, "downgrade", WEBHOOKS)
+    with pytest.raises(sa.exc.IntegrityError):
+        _event(url, "msg_empty", None)
+    assert len(run(url, "SELECT id FROM webhook_events")) == 2

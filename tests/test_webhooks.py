@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,7 +26,8 @@ from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory
 from tests.webhook_receiver import receiver
 from tests.write_path import FINALIZE, TRANSCRIPT, Worker, failure, ok, seed_turn
-from transcripts.domain import UserRecord
+from transcripts.dialects.agents.mapper import webhook_summary
+from transcripts.domain import UserRecord, WebhookAttempt
 from transcripts.services import sessions, webhooks
 from transcripts.settings import Settings
 from transcripts.state import app_state
@@ -278,6 +281,134 @@ async def test_session_events_are_signed_and_finalized_carries_the_read(env: Env
         await asyncio.sleep(0.5)
         assert len(hook.deliveries) == 3
     assert owner.id
+
+
+async def test_finalized_is_rendered_once_when_first_claimed_and_sent_alike_to_all(
+    empty_database: str,
+) -> None:
+    """The finalize writes session.finalized without its body; the deliverer that first
+    claims it renders the session as the read answers it, once: an owner's and a staff
+    endpoint receive the same bytes, each signed with its own secret."""
+    url = migrate(empty_database)
+    with receiver() as owner_hook, receiver() as staff_hook:
+        async for quiet in _env(url, webhook_deliverer_enabled=False):
+            _, headers = await _user(quiet)
+            staff = await quiet.factory.user(staff=True)
+            _, staff_key = await quiet.factory.api_key(staff)
+            staff_headers = {"X-API-Key": staff_key}
+            owned = await _create(quiet, headers, owner_hook.url, ["session.finalized"])
+            owner_hook.secrets = [owned["secret"]]
+            watched = await _create(quiet, staff_headers, staff_hook.url, ["session.finalized"])
+            staff_hook.secrets = [watched["secret"]]
+            worker = Worker(quiet.client, headers)
+            session_id = await worker.start(await worker.character())
+            await worker.turns(session_id, [seed_turn(0), seed_turn(1)])
+            assert (await worker.finalize(session_id, llm_input_tokens=7)).status_code == 200
+            read = await worker.read(session_id)
+            (waiting,) = await _deliveries(quiet, headers, owned["id"])
+            assert waiting["status"] == "pending"
+        async for _ in _env(url):
+            await asyncio.to_thread(owner_hook.wait_for, lambda: len(owner_hook.deliveries) == 1)
+            await asyncio.to_thread(staff_hook.wait_for, lambda: len(staff_hook.deliveries) == 1)
+    (to_owner,), (to_staff,) = owner_hook.deliveries, staff_hook.deliveries
+    assert owner_hook.rejected == staff_hook.rejected == []
+    assert to_owner.body == to_staff.body
+    assert to_owner.webhook_id == to_staff.webhook_id == waiting["event_id"]
+    assert to_owner.payload["type"] == "session.finalized"
+    assert to_owner.payload["data"] == read
+    assert read["llm_input_tokens"] == 7
+    assert [turn["text"] for turn in read["transcript"]] == [
+        seed_turn(0)["text"],
+        seed_turn(1)["text"],
+    ]
+
+
+async def test_two_deliverers_rendering_one_event_both_send_the_body_stored_first(
+    empty_database: str,
+) -> None:
+    """Two deliverers claim the two deliveries of one session.finalized at once: each
+    renders it, and both send the body the first stored (so every endpoint, and every
+    retry, gets the same bytes under the same webhook-id)."""
+    async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
+        _, headers = await _user(env)
+        staff = await env.factory.user(staff=True)
+        _, staff_key = await env.factory.api_key(staff)
+        await _create(env, headers, "http://127.0.0.1:9/o", ["session.finalized"])
+        await _create(env, {"X-API-Key": staff_key}, "http://127.0.0.1:9/s", ["session.finalized"])
+        worker = Worker(env.client, headers)
+        session_id = await worker.start(await worker.character())
+        await worker.finalize(session_id)
+
+        def by(name: str) -> webhooks.Summarize:
+            return lambda record: {"session_id": record.session_id, "rendered_by": name}
+
+        async def claim(db: Any, name: str) -> list[Any]:
+            return await webhooks.claim_due(
+                db, limit=1, timeout_seconds=10, summarize=by(name), max_payload_bytes=4096
+            )
+
+        sessionmaker = env.factory.database.sessionmaker
+        async with sessionmaker() as first, sessionmaker() as second:
+            (first_claim,) = await claim(first, "first")
+            # The second waits on the first's lock (the event row on PostgreSQL, the write
+            # lock on SQLite) until the first commits.
+            racing = asyncio.create_task(claim(second, "second"))
+            await asyncio.sleep(0.3)
+            assert not racing.done()
+            await first.commit()
+            (second_claim,) = await racing
+            await second.commit()
+    assert first_claim.delivery_id != second_claim.delivery_id
+    assert first_claim.event_id == second_claim.event_id
+    assert first_claim.payload == second_claim.payload
+    assert first_claim.payload is not None
+    body = json.loads(first_claim.payload)
+    assert body["data"] == {"session_id": session_id, "rendered_by": "first"}
+
+
+async def test_an_attempt_on_a_delivery_deleted_meanwhile_touches_no_other(
+    empty_database: str,
+) -> None:
+    """A session is deleted while its finalized event's attempt is in flight; the
+    session.deleted that follows may take the deleted delivery's id (SQLite reuses the
+    highest rowid). The late outcome of the first attempt is not recorded on it, nor held
+    against the endpoint: session.deleted is still due, once."""
+    async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
+        _, headers = await _user(env)
+        endpoint = await _create(
+            env, headers, "http://127.0.0.1:9/x", ["session.finalized", "session.deleted"]
+        )
+        worker = Worker(env.client, headers)
+        session_id = await worker.start(await worker.character())
+        await worker.finalize(session_id)
+        async with env.factory.database.sessionmaker.begin() as db:
+            (claim,) = await webhooks.claim_due(
+                db, limit=10, timeout_seconds=10, summarize=webhook_summary, max_payload_bytes=4096
+            )
+        deleted = await env.client.delete(
+            f"/api/agents/agent-session/{session_id}/", headers=headers
+        )
+        assert deleted.status_code == 204
+        (waiting,) = await _deliveries(env, headers, endpoint["id"])
+        assert waiting["event_type"] == "session.deleted"
+        if "sqlite" in env.settings.database_url:
+            assert waiting["id"] == claim.delivery_id  # the case this guards against
+
+        late = WebhookAttempt(
+            at=datetime.now(UTC), response_code=500, error="HTTP 500", duration_ms=3
+        )
+        async with env.factory.database.sessionmaker.begin() as db:
+            result = await webhooks.record_attempt(
+                db, claim, late, retry_schedule=(60.0,), disable_after=timedelta(seconds=0)
+            )
+        assert result == webhooks.AttemptResult("failed", None)
+        (still,) = await _deliveries(env, headers, endpoint["id"])
+        assert still == waiting
+        assert still["status"] == "pending"
+        assert still["attempts"] == 0
+        listed = await env.client.get(ENDPOINTS, headers=headers)
+        assert listed.json()["data"][0]["is_active"] is True
+        assert listed.json()["data"][0]["failing_since"] is None
 
 
 async def test_a_large_transcript_is_left_out_with_a_flag(empty_database: str) -> None:

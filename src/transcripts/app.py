@@ -25,6 +25,7 @@ from transcripts.db.hot_read import TranscriptReads
 from transcripts.db.key_usage import ApiKeyUsage
 from transcripts.db.search import TranscriptSearch
 from transcripts.dialects import Dialect, agents, anam, dialect_for_path
+from transcripts.dialects.agents.mapper import webhook_summary
 from transcripts.dialects.hot import HotReads, verify_hot_routes
 from transcripts.dialects.routing import DialectRoute, error_response
 from transcripts.docs_ui import router as docs_router
@@ -91,7 +92,9 @@ def create_app(
             stack.push_async_callback(key_usage.drain)
             deliverer = None
             if settings.webhook_deliverer_enabled:
-                deliverer = WebhookDeliverer(database, settings, webhook_metrics)
+                deliverer = WebhookDeliverer(
+                    database, settings, webhook_metrics, summarize=webhook_summary
+                )
                 await deliverer.start()
                 # Stopped before the database is disposed: attempts in flight record
                 # their outcome first.

@@ -533,9 +533,14 @@ class WebhookClaim:
     delivery_id: int
     endpoint_id: int
     event_id: str
+    event_type: str
+    event_created_at: datetime
+    # The session the event is about (None for webhook.test).
+    session_id: uuid.UUID | None
     url: str
     secret: str
-    payload: str
+    # The signed body; None until the event's first claim renders it (session.finalized).
+    payload: str | None
     attempts: int
     # Whether the endpoint was already failing before this attempt (and since when).
     failing_since: datetime | None

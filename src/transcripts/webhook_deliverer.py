@@ -45,6 +45,7 @@ MAX_ERROR_CHARACTERS = 500
 
 def signed_headers(claim: WebhookClaim, timestamp: datetime) -> dict[str, str]:
     """The Standard Webhooks headers of one attempt."""
+    assert claim.payload is not None  # rendered by the claim
     signature = Webhook(claim.secret).sign(claim.event_id, timestamp, claim.payload)
     return {
         "webhook-id": claim.event_id,
@@ -56,8 +57,16 @@ def signed_headers(claim: WebhookClaim, timestamp: datetime) -> dict[str, str]:
 
 
 class WebhookDeliverer:
-    def __init__(self, database: Database, settings: Settings, metrics: WebhookMetrics) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        metrics: WebhookMetrics,
+        *,
+        summarize: webhooks.Summarize,
+    ) -> None:
         self._database = database
+        self._summarize = summarize
         self._settings = settings
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -144,7 +153,11 @@ class WebhookDeliverer:
     async def _claim(self, limit: int) -> list[WebhookClaim]:
         async with self._database.session() as db:
             claims = await webhooks.claim_due(
-                db, limit=limit, timeout_seconds=self._settings.webhook_timeout_seconds
+                db,
+                limit=limit,
+                timeout_seconds=self._settings.webhook_timeout_seconds,
+                summarize=self._summarize,
+                max_payload_bytes=self._settings.webhook_max_payload_bytes,
             )
             await db.commit()
         return claims
@@ -216,6 +229,7 @@ class WebhookDeliverer:
         return code, f"HTTP {code}"
 
     async def _post(self, target: ResolvedTarget, claim: WebhookClaim) -> int:
+        assert claim.payload is not None  # rendered by the claim
         # Signed just before sending: the timestamp is this attempt's.
         headers = signed_headers(claim, datetime.now(UTC))
         headers["host"] = target.url.netloc

@@ -41,7 +41,7 @@ from transcripts.domain import (
 )
 from transcripts.errors import SESSION_NOT_FOUND, NotFound
 
-__all__ = ["DashboardReads", "api_key_record", "load_session_record"]
+__all__ = ["DashboardReads", "api_key_record", "find_session_records", "load_session_record"]
 
 # SessionRecord fields as Core columns.
 _RECORD_COLUMNS = {
@@ -155,6 +155,17 @@ async def load_session_record(db: AsyncSession, session_pk: int) -> SessionRecor
     if not records:
         raise NotFound(SESSION_NOT_FOUND)
     return records[0]
+
+
+async def find_session_records(
+    db: AsyncSession, session_ids: Sequence[uuid.UUID]
+) -> dict[str, SessionRecord]:
+    """Sessions by their public ids, not scoped (for the service's own work, such as
+    webhooks' bodies), by ``session_id``; one that is gone is not in the answer."""
+    records = await _session_records(
+        db, _select_records().where(Session.session_id.in_(list(session_ids)))
+    )
+    return {record.session_id: record for record in records}
 
 
 def api_key_record(api_key: ApiKey) -> ApiKeyRecord:

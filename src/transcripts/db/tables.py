@@ -353,8 +353,10 @@ class WebhookEvent(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
     # The exact body that is signed and sent: stored as text so every retry sends (and
-    # signs) the same bytes.
-    payload: Mapped[str] = mapped_column(Text)
+    # signs) the same bytes. None until first claimed for an event rendered then
+    # (session.finalized: the summary is not built, nor the transcript copied, inside
+    # the finalize's transaction).
+    payload: Mapped[str | None] = mapped_column(Text)
     # The session it is about (none for webhook.test): deleting a session's data deletes
     # its events too, which hold its transcript.
     session_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)

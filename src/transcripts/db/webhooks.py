@@ -10,9 +10,28 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
+from typing import cast as typed
 
-from sqlalchemy import ColumnElement, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Table,
+    bindparam,
+    case,
+    cast,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -67,7 +86,7 @@ def _delivery(row: WebhookDelivery, event_type: str) -> WebhookDeliveryRecord:
         event_id=row.event_id,
         event_type=event_type,
         endpoint_id=row.endpoint_id,
-        status=cast(Status, row.status),
+        status=typed(Status, row.status),
         attempts=row.attempts,
         next_attempt_at=row.next_attempt_at,
         last_response_code=row.last_response_code,
@@ -75,6 +94,73 @@ def _delivery(row: WebhookDelivery, event_type: str) -> WebhookDeliveryRecord:
         attempt_log=[_attempt(entry) for entry in row.attempt_log or []],
         created_at=row.created_at,
     )
+
+
+def _readers(session_owner_id: Any) -> ColumnElement[bool]:
+    """An endpoint's owner may read a session of ``session_owner_id``: it is that owner's
+    own, or the endpoint is staff's (staff read every session)."""
+    return or_(User.is_staff.is_(True), WebhookEndpoint.owner_id == session_owner_id)
+
+
+def _publish_statement() -> Insert:
+    """PostgreSQL's publish, one statement: the endpoints that take the event, the event
+    when there is any, and a delivery to each. Built once: a statement this size costs
+    more to build and key for the cache than to run. On the tables, not the mapped
+    classes: executed with parameters, an ORM insert would be taken for a bulk one."""
+    takers = (
+        select(WebhookEndpoint.id.label("endpoint_id"))
+        .join(User, User.id == WebhookEndpoint.owner_id)
+        .where(
+            WebhookEndpoint.is_active.is_(True),
+            _readers(bindparam("owner_id")),
+            cast(WebhookEndpoint.events, JSONB).contains(bindparam("event_types", type_=JSONB)),
+        )
+        .cte("takers")
+    )
+    event_row = (
+        insert(typed(Table, WebhookEvent.__table__))
+        .from_select(
+            ["id", "type", "payload", "session_id", "created_at"],
+            select(
+                bindparam("event_id", type_=WebhookEvent.id.type),
+                bindparam("event_type", type_=WebhookEvent.type.type),
+                bindparam("payload", type_=WebhookEvent.payload.type),
+                bindparam("session_id", type_=WebhookEvent.session_id.type),
+                bindparam("now", type_=WebhookEvent.created_at.type),
+            ).where(exists(select(takers.c.endpoint_id))),
+        )
+        .returning(WebhookEvent.id)
+        .cte("event")
+    )
+    return (
+        insert(typed(Table, WebhookDelivery.__table__))
+        .from_select(
+            [
+                "event_id",
+                "endpoint_id",
+                "status",
+                "attempts",
+                "next_attempt_at",
+                "attempt_log",
+                "created_at",
+            ],
+            select(
+                event_row.c.id,
+                takers.c.endpoint_id,
+                literal("pending", WebhookDelivery.status.type),
+                literal(0, WebhookDelivery.attempts.type),
+                bindparam("now", type_=WebhookDelivery.next_attempt_at.type),
+                literal([], WebhookDelivery.attempt_log.type),
+                bindparam("now", type_=WebhookDelivery.created_at.type),
+            ).select_from(event_row.join(takers, true())),
+        )
+        .returning(WebhookDelivery.id)
+        .add_cte(takers)
+        .add_cte(event_row)
+    )
+
+
+_PUBLISH = _publish_statement()
 
 
 class WebhookRepository:
@@ -146,35 +232,77 @@ class WebhookRepository:
         await self._db.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
 
     async def subscribers(self, session_owner_id: int, event_type: str) -> list[int]:
-        """Active endpoints that take ``event_type`` and whose owner may read a session of
-        ``session_owner_id``: that owner's own, and staff's (staff read every session)."""
-        readers: list[ColumnElement[bool]] = [
-            User.is_staff.is_(True),
-            WebhookEndpoint.owner_id == session_owner_id,
-        ]
+        """The active endpoints that take ``event_type`` about a session of
+        ``session_owner_id`` (``_readers``)."""
         rows = await self._db.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.events)
             .join(User, User.id == WebhookEndpoint.owner_id)
-            .where(WebhookEndpoint.is_active.is_(True), or_(*readers))
+            .where(WebhookEndpoint.is_active.is_(True), _readers(session_owner_id))
             .order_by(WebhookEndpoint.id)
         )
-        # A user has a handful of endpoints: their subscriptions are matched here, the
-        # same way on both databases, rather than with each one's JSON operators.
+        # A user has a handful of endpoints: on SQLite their subscriptions are matched
+        # here rather than with its JSON functions.
         return [endpoint_id for endpoint_id, events in rows if event_type in events]
 
     # The outbox.
+
+    async def publish(
+        self,
+        *,
+        session_owner_id: int,
+        event_id: str,
+        event_type: str,
+        payload: str | None,
+        now: datetime,
+        session_id: uuid.UUID | None,
+    ) -> bool:
+        """The event and one pending delivery, due now, per endpoint that takes it (see
+        ``subscribers``); nothing when none does. Answers whether the event was written.
+
+        On PostgreSQL this is one statement, the lookup of the endpoints included: an
+        event costs the change that causes it one round trip, subscribed or not."""
+        if self._backend != "postgresql":
+            endpoint_ids = await self.subscribers(session_owner_id, event_type)
+            if not endpoint_ids:
+                return False
+            await self.add_event(
+                event_id=event_id,
+                event_type=event_type,
+                payload=payload,
+                endpoint_ids=endpoint_ids,
+                now=now,
+                session_id=session_id,
+            )
+            return True
+        written = await self._db.execute(
+            _PUBLISH,
+            {
+                "owner_id": session_owner_id,
+                "event_types": [event_type],
+                "event_id": event_id,
+                "event_type": event_type,
+                "payload": payload,
+                "session_id": session_id,
+                "now": now,
+            },
+        )
+        if written.first() is None:
+            return False
+        self._db.info[_EMITTED] = True
+        return True
 
     async def add_event(
         self,
         *,
         event_id: str,
         event_type: str,
-        payload: str,
+        payload: str | None,
         endpoint_ids: Sequence[int],
         now: datetime,
         session_id: uuid.UUID | None = None,
     ) -> list[int]:
-        """The event and one pending delivery per endpoint, due now; answers their ids."""
+        """The event and one pending delivery per endpoint, due now; answers their ids.
+        A ``payload`` of None is rendered when the event is first claimed (``set_payload``)."""
         await self._db.execute(
             insert(WebhookEvent).values(
                 id=event_id,
@@ -289,6 +417,9 @@ class WebhookRepository:
                 WebhookDelivery.id,
                 WebhookDelivery.endpoint_id,
                 WebhookDelivery.event_id,
+                WebhookEvent.type,
+                WebhookEvent.created_at,
+                WebhookEvent.session_id,
                 WebhookEndpoint.url,
                 WebhookEndpoint.secret,
                 WebhookEvent.payload,
@@ -303,28 +434,44 @@ class WebhookRepository:
         )
         return [
             WebhookClaim(
-                delivery_id=delivery_id,
-                endpoint_id=endpoint_id,
-                event_id=event_id,
-                url=url,
-                secret=secret,
-                payload=payload,
-                attempts=attempts,
-                failing_since=failing_since,
-                attempt_log=list(log or []),
+                delivery_id=row.id,
+                endpoint_id=row.endpoint_id,
+                event_id=row.event_id,
+                event_type=row.type,
+                event_created_at=row.created_at,
+                session_id=row.session_id,
+                url=row.url,
+                secret=row.secret,
+                payload=row.payload,
+                attempts=row.attempts,
+                failing_since=row.failing_since,
+                attempt_log=list(row.attempt_log or []),
             )
-            for (
-                delivery_id,
-                endpoint_id,
-                event_id,
-                url,
-                secret,
-                payload,
-                attempts,
-                failing_since,
-                log,
-            ) in rows
+            for row in rows
         ]
+
+    async def set_payloads(self, bodies: dict[str, str]) -> dict[str, str]:
+        """Store the bodies of events written without one (by event id), unless another
+        deliverer stored them first; answers the stored bodies, which every attempt sends.
+        One statement for them all, and a second for any another deliverer stored."""
+        rows = await self._db.execute(
+            update(WebhookEvent)
+            .where(WebhookEvent.id.in_(list(bodies)), WebhookEvent.payload.is_(None))
+            .values(payload=case(bodies, value=WebhookEvent.id))
+            .returning(WebhookEvent.id, WebhookEvent.payload)
+            .execution_options(synchronize_session=False)
+        )
+        stored = {event_id: payload for event_id, payload in rows if payload is not None}
+        if len(stored) < len(bodies):
+            earlier = await self._db.execute(
+                select(WebhookEvent.id, WebhookEvent.payload).where(
+                    WebhookEvent.id.in_([event_id for event_id in bodies if event_id not in stored])
+                )
+            )
+            stored.update(
+                (event_id, payload) for event_id, payload in earlier if payload is not None
+            )
+        return stored
 
     async def record_attempt(
         self,
@@ -333,18 +480,28 @@ class WebhookRepository:
         status: Status,
         next_attempt_at: datetime | None,
         attempt: WebhookAttempt,
-    ) -> None:
-        """The attempt's outcome. The claim holds the delivery (its lease) until this
-        runs, so the log read with the claim is still the stored one."""
+    ) -> bool:
+        """The attempt's outcome; False when the claimed delivery is no longer there to
+        take it. The claim holds the delivery (its lease) until this runs, so the log read
+        with the claim is still the stored one.
+
+        The row is matched on more than its id: a delivery deleted meanwhile (with its
+        session or endpoint) may have its id taken by a new one on SQLite, which reuses
+        the highest rowid, and that one's status is not this attempt's to set."""
         entry = {
             "at": attempt.at.isoformat(),
             "response_code": attempt.response_code,
             "error": attempt.error,
             "duration_ms": attempt.duration_ms,
         }
-        await self._db.execute(
+        result = await self._db.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == claim.delivery_id)
+            .where(
+                WebhookDelivery.id == claim.delivery_id,
+                WebhookDelivery.event_id == claim.event_id,
+                WebhookDelivery.endpoint_id == claim.endpoint_id,
+                WebhookDelivery.attempts == claim.attempts,
+            )
             .values(
                 status=status,
                 attempts=WebhookDelivery.attempts + 1,
@@ -355,6 +512,7 @@ class WebhookRepository:
             )
             .execution_options(synchronize_session=False)
         )
+        return bool(getattr(result, "rowcount", 0))
 
     async def endpoint_succeeded(self, endpoint_id: int) -> None:
         await self._db.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -320,8 +320,6 @@ async def finalize(
     *,
     ended_at: datetime | None = None,
     recording_url: str | None = None,
-    summarize: Callable[[SessionRecord], dict[str, Any]] | None = None,
-    max_webhook_payload_bytes: int = webhooks.DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> SessionRecord:
     """The finalize route's work: lock the caller's session, settle the recording's status
     (checked once, here; reads never look at the object again), record usage and cost, and
@@ -330,8 +328,8 @@ async def finalize(
     ``recording_url`` must belong to the session (``keys``), or the whole finalize is a 400
     and the store is never asked about it.
 
-    The first finalize emits ``session.finalized`` in this transaction, its data the
-    session as ``summarize`` writes it (the dialect's summary, as its read answers it)."""
+    The first finalize emits ``session.finalized`` in this transaction (its body, the
+    session's summary, is rendered by the deliverer: ``webhooks.emit_finalized``)."""
     session = await session_for_write(db, caller, session_id)
     ended_at = as_utc(ended_at, "ended_at")
     recording = None
@@ -339,16 +337,9 @@ async def finalize(
         await _refuse_foreign_recording(db, session, keys, recording_url)
         recording = RegisteredRecording(recording_url, await recordings.check(recording_url))
     await finalize_session(db, session, usage, prices, ended_at=ended_at, recording=recording)
-    record = await load_session_record(db, session.id)
-    if session.finalized_at is None and summarize is not None:
-        await webhooks.emit(
-            db,
-            "session.finalized",
-            summarize(record),
-            session_owner_id=session.owner_id,
-            max_payload_bytes=max_webhook_payload_bytes,
-        )
-    return record
+    if session.finalized_at is None:
+        await webhooks.emit_finalized(db, session.session_id, session_owner_id=session.owner_id)
+    return await load_session_record(db, session.id)
 
 
 async def finalize_session(

@@ -14,17 +14,19 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from transcripts.db.dashboard import find_session_records
 from transcripts.db.webhooks import PendingSummary, WebhookRepository, on_commit_with_events
 from transcripts.domain import (
     Caller,
+    SessionRecord,
     WebhookAttempt,
     WebhookClaim,
     WebhookDeliveryRecord,
@@ -43,6 +45,7 @@ __all__ = [
     "delete_endpoint",
     "deliveries",
     "emit",
+    "emit_finalized",
     "forget_session",
     "list_endpoints",
     "new_event_id",
@@ -58,6 +61,7 @@ __all__ = [
 ]
 
 EVENT_TYPES = ("session.started", "turns.appended", "session.finalized", "session.deleted")
+FINALIZED = "session.finalized"
 TEST_EVENT = "webhook.test"
 ENDPOINT_NOT_FOUND = "Webhook endpoint not found."
 DELIVERY_NOT_FOUND = "Webhook delivery not found."
@@ -65,7 +69,9 @@ DISABLED_ERROR = "Endpoint disabled after failing every attempt for too long."
 # Time for a deliverer to record an attempt's outcome after its timeout, before another
 # deliverer may take the delivery again (a deliverer that died mid-attempt).
 LEASE_MARGIN_SECONDS = 30.0
-DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+# What session.finalized carries: the session as a read answers it (the enveloped
+# dialect's summary), given by whoever runs the deliverer.
+Summarize = Callable[[SessionRecord], dict[str, Any]]
 
 
 def new_secret() -> str:
@@ -90,48 +96,73 @@ async def emit(
     data: dict[str, Any],
     *,
     session_owner_id: int,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> str | None:
-    """Write an event about a session owned by ``session_owner_id`` into ``db``'s
-    transaction, with a pending delivery to every endpoint that takes it; answers the
-    event's id (its webhook-id), or None when no endpoint takes it (nothing is written).
+    """Write an event about a session owned by ``session_owner_id`` (``data["session_id"]``)
+    into ``db``'s transaction, with a pending delivery to every endpoint that takes it;
+    answers the event's id (its webhook-id), or None when no endpoint takes it (nothing is
+    written). Any service calls this inside its own transaction, after its change."""
+    if event_type not in EVENT_TYPES or event_type == FINALIZED:
+        raise ValueError(f"{event_type!r} is not an event emitted with its data")
+    now = datetime.now(UTC)
+    return await _publish(
+        WebhookRepository(db),
+        event_type,
+        _body(event_type, data, now).decode(),
+        session_id=uuid.UUID(str(data["session_id"])),
+        session_owner_id=session_owner_id,
+        now=now,
+    )
 
-    Any service calls this inside its own transaction, after its change. Above
-    ``max_payload_bytes`` the transcript (``transcript``, ``transcript_text``) is left out
-    and ``transcript_omitted`` says so; the receiver reads it from the API.
-    """
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event type {event_type!r}")
-    webhooks = WebhookRepository(db)
-    endpoint_ids = await webhooks.subscribers(session_owner_id, event_type)
-    return await _write(webhooks, event_type, data, endpoint_ids, max_payload_bytes)
+
+async def emit_finalized(
+    db: AsyncSession, session_id: uuid.UUID, *, session_owner_id: int
+) -> str | None:
+    """``session.finalized``, in the finalize's transaction, like ``emit``; but its body (the
+    session's summary, its whole transcript in it) is not built here: the deliverer that
+    first claims the event renders it from the session, once, and every attempt sends
+    those bytes (``claim_due``). The finalize pays for one small row."""
+    return await _publish(
+        WebhookRepository(db),
+        FINALIZED,
+        None,
+        session_id=session_id,
+        session_owner_id=session_owner_id,
+        now=datetime.now(UTC),
+    )
 
 
-async def _write(
+async def _publish(
     webhooks: WebhookRepository,
     event_type: str,
-    data: dict[str, Any],
-    endpoint_ids: list[int],
-    max_payload_bytes: int,
+    payload: str | None,
+    *,
+    session_id: uuid.UUID,
+    session_owner_id: int,
+    now: datetime,
 ) -> str | None:
-    if not endpoint_ids:
-        return None
-    now = datetime.now(UTC)
-    body = _body(event_type, data, now)
-    if len(body) > max_payload_bytes and "transcript" in data:
-        trimmed = {**data, "transcript": [], "transcript_text": "", "transcript_omitted": True}
-        body = _body(event_type, trimmed, now)
     event_id = new_event_id()
-    session_id = data.get("session_id")
-    await webhooks.add_event(
+    written = await webhooks.publish(
+        session_owner_id=session_owner_id,
         event_id=event_id,
         event_type=event_type,
-        payload=body.decode(),
-        endpoint_ids=endpoint_ids,
+        payload=payload,
         now=now,
-        session_id=uuid.UUID(str(session_id)) if session_id else None,
+        session_id=session_id,
     )
-    return event_id
+    return event_id if written else None
+
+
+def _finalized_body(
+    summary: dict[str, Any], created_at: datetime, *, max_payload_bytes: int
+) -> bytes:
+    """The body of ``session.finalized``: the summary as the read answers it; above
+    ``max_payload_bytes`` the transcript (``transcript``, ``transcript_text``) is left out
+    and ``transcript_omitted`` says so, and the receiver reads it from the API."""
+    body = _body(FINALIZED, summary, created_at)
+    if len(body) > max_payload_bytes:
+        trimmed = {**summary, "transcript": [], "transcript_text": "", "transcript_omitted": True}
+        body = _body(FINALIZED, trimmed, created_at)
+    return body
 
 
 async def forget_session(db: AsyncSession, session_id: uuid.UUID) -> int:
@@ -146,19 +177,21 @@ async def sessions_deleted(
     db: AsyncSession, sessions: Sequence[tuple[uuid.UUID, int]], *, deleted_at: datetime
 ) -> None:
     """For a deletion of ``sessions`` ((session_id, owner_id) each), in its transaction:
-    their stored events go (``forget_session``), and each emits ``session.deleted``. The
-    subscribers are looked up once per owner, however many sessions a batch holds."""
+    their stored events go (``forget_session``), and each emits ``session.deleted``."""
     if not sessions:
         return
     webhooks = WebhookRepository(db)
     await webhooks.delete_session_events([session_id for session_id, _ in sessions])
-    subscribers: dict[int, list[int]] = {}
+    now = datetime.now(UTC)
     for session_id, owner_id in sessions:
-        if owner_id not in subscribers:
-            subscribers[owner_id] = await webhooks.subscribers(owner_id, "session.deleted")
         data = {"session_id": str(session_id), "deleted_at": deleted_at}
-        await _write(
-            webhooks, "session.deleted", data, subscribers[owner_id], DEFAULT_MAX_PAYLOAD_BYTES
+        await _publish(
+            webhooks,
+            "session.deleted",
+            _body("session.deleted", data, now).decode(),
+            session_id=session_id,
+            session_owner_id=owner_id,
+            now=now,
         )
 
 
@@ -303,13 +336,55 @@ async def replay(db: AsyncSession, caller: Caller, delivery_id: int) -> WebhookD
 # The deliverer's side.
 
 
-async def claim_due(db: AsyncSession, *, limit: int, timeout_seconds: float) -> list[WebhookClaim]:
-    """Claim due deliveries for one deliverer; the caller commits before attempting them."""
+async def claim_due(
+    db: AsyncSession,
+    *,
+    limit: int,
+    timeout_seconds: float,
+    summarize: Summarize,
+    max_payload_bytes: int,
+) -> list[WebhookClaim]:
+    """Claim due deliveries for one deliverer; the caller commits before attempting them.
+
+    An event written without its body (``emit_finalized``) gets it here, in the claim's
+    transaction: ``summarize`` of the session as it now stands, finalized and committed.
+    Two deliverers that claim deliveries of one event at once both render it, and both
+    send the body stored first. A session deleted meanwhile takes its events with it:
+    its claims are dropped here, with nothing to send."""
     webhooks = WebhookRepository(db)
     now = datetime.now(UTC)
     lease = now + timedelta(seconds=timeout_seconds + LEASE_MARGIN_SECONDS)
     claimed = await webhooks.claim_due(now=now, lease_until=lease, limit=limit)
-    return await webhooks.claims(claimed) if claimed else []
+    claims = await webhooks.claims(claimed) if claimed else []
+    waiting = {claim.event_id: claim for claim in claims if claim.payload is None}
+    if not waiting:
+        return claims
+    rendered = await _render(db, list(waiting.values()), summarize, max_payload_bytes)
+    return [
+        claim if claim.payload is not None else replace(claim, payload=rendered[claim.event_id])
+        for claim in claims
+        if claim.payload is not None or claim.event_id in rendered
+    ]
+
+
+async def _render(
+    db: AsyncSession, claims: list[WebhookClaim], summarize: Summarize, max_payload_bytes: int
+) -> dict[str, str]:
+    """The bodies of these events (one claim of each), stored; the sessions are read in
+    one go. An event whose session is gone is left out."""
+    session_ids = [claim.session_id for claim in claims if claim.session_id is not None]
+    assert len(session_ids) == len(claims)
+    assert all(claim.event_type == FINALIZED for claim in claims)
+    records = await find_session_records(db, session_ids)
+    bodies: dict[str, str] = {}
+    for claim in claims:
+        record = records.get(str(claim.session_id))
+        if record is not None:
+            body = _finalized_body(
+                summarize(record), claim.event_created_at, max_payload_bytes=max_payload_bytes
+            )
+            bodies[claim.event_id] = body.decode()
+    return await WebhookRepository(db).set_payloads(bodies) if bodies else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +410,10 @@ async def record_attempt(
     webhooks = WebhookRepository(db)
     succeeded = attempt.response_code is not None and 200 <= attempt.response_code < 300
     if succeeded:
-        await webhooks.record_attempt(
+        if not await webhooks.record_attempt(
             claim, status="succeeded", next_attempt_at=None, attempt=attempt
-        )
+        ):
+            return AttemptResult("succeeded", None)  # the delivery went meanwhile
         # Not only when the claim saw the endpoint failing: another attempt may have
         # failed since this one was claimed.
         await webhooks.endpoint_succeeded(claim.endpoint_id)
@@ -346,12 +422,15 @@ async def record_attempt(
     next_attempt_at = None
     if retry < len(retry_schedule):
         next_attempt_at = attempt.at + timedelta(seconds=retry_schedule[retry])
-    await webhooks.record_attempt(
+    if not await webhooks.record_attempt(
         claim,
         status="pending" if next_attempt_at else "failed",
         next_attempt_at=next_attempt_at,
         attempt=attempt,
-    )
+    ):
+        # The delivery went meanwhile (its session deleted, say): nothing to retry, and
+        # its endpoint, perhaps gone too, is not judged by it.
+        return AttemptResult("failed", None)
     failing_since = await webhooks.endpoint_failed(claim.endpoint_id, now=attempt.at)
     if failing_since is not None and attempt.at - failing_since >= disable_after:
         await webhooks.disable_endpoint(claim.endpoint_id, reason=DISABLED_ERROR)

@@ -187,10 +187,6 @@ async def finalize_agent_session(
         RecordingKeys.from_settings(settings),
         ended_at=body.ended_at,
         recording_url=body.recording_url,
-        # The webhook carries the summary as the read answers it, less the presigned link
-        # (it would expire; the read signs a fresh one).
-        summarize=lambda finalized: session_summary(finalized, None),
-        max_webhook_payload_bytes=settings.webhook_max_payload_bytes,
     )
     link = await link_for(recordings, record)
     return envelope_response(session_summary(record, link))

@@ -82,6 +82,12 @@ def session_summary(record: SessionRecord, recording: SignedUrl | None) -> dict[
     }
 
 
+def webhook_summary(record: SessionRecord) -> dict[str, Any]:
+    """What session.finalized carries: the summary as the read answers it, less the
+    presigned recording link (it would expire; the read signs a fresh one)."""
+    return session_summary(record, None)
+
+
 def session_history(
     history: SessionHistoryPage, links: Sequence[SignedUrl | None], *, page: int | None
 ) -> dict[str, Any]:
