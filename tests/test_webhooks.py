@@ -8,6 +8,7 @@ its deliverer is the only one that sees its endpoints.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import re
@@ -20,12 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from tests.conftest import asgi_client, make_settings, migrate, running_app
 from tests.factories import Factory
 from tests.webhook_receiver import receiver
 from tests.write_path import FINALIZE, TRANSCRIPT, Worker, failure, ok, seed_turn
+from transcripts.db.tables import WebhookEvent
 from transcripts.dialects.agents.mapper import webhook_summary
 from transcripts.domain import UserRecord, WebhookAttempt
 from transcripts.services import sessions, webhooks
@@ -307,6 +310,11 @@ async def test_finalized_is_rendered_once_when_first_claimed_and_sent_alike_to_a
             read = await worker.read(session_id)
             (waiting,) = await _deliveries(quiet, headers, owned["id"])
             assert waiting["status"] == "pending"
+            async with quiet.factory.database.sessionmaker() as db:
+                stored = await db.scalar(
+                    select(WebhookEvent.payload).where(WebhookEvent.id == waiting["event_id"])
+                )
+            assert stored is None  # nothing of the summary written in the finalize's transaction
         async for _ in _env(url):
             await asyncio.to_thread(owner_hook.wait_for, lambda: len(owner_hook.deliveries) == 1)
             await asyncio.to_thread(staff_hook.wait_for, lambda: len(staff_hook.deliveries) == 1)
@@ -326,9 +334,10 @@ async def test_finalized_is_rendered_once_when_first_claimed_and_sent_alike_to_a
 async def test_two_deliverers_rendering_one_event_both_send_the_body_stored_first(
     empty_database: str,
 ) -> None:
-    """Two deliverers claim the two deliveries of one session.finalized at once: each
-    renders it, and both send the body the first stored (so every endpoint, and every
-    retry, gets the same bytes under the same webhook-id)."""
+    """Two deliverers each claim one of the two deliveries of one session.finalized, then
+    render it at once: the second's store waits on the first's (the event row's lock on
+    PostgreSQL, the write lock on SQLite), finds the body there, and sends it, so every
+    endpoint, and every retry, gets the same bytes under the same webhook-id."""
     async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
         _, headers = await _user(env)
         staff = await env.factory.user(staff=True)
@@ -338,25 +347,29 @@ async def test_two_deliverers_rendering_one_event_both_send_the_body_stored_firs
         worker = Worker(env.client, headers)
         session_id = await worker.start(await worker.character())
         await worker.finalize(session_id)
-
-        def by(name: str) -> webhooks.Summarize:
-            return lambda record: {"session_id": record.session_id, "rendered_by": name}
-
-        async def claim(db: Any, name: str) -> list[Any]:
-            return await webhooks.claim_due(
-                db, limit=1, timeout_seconds=10, summarize=by(name), max_payload_bytes=4096
-            )
-
         sessionmaker = env.factory.database.sessionmaker
+        claimed = []
+        for _ in range(2):
+            async with sessionmaker.begin() as db:
+                claimed += await webhooks.claim_due(db, limit=1, timeout_seconds=10)
+        assert [claim.payload for claim in claimed] == [None, None]
+
+        async def render(db: Any, claim: Any, name: str) -> Any:
+            (rendered,) = await webhooks.render_bodies(
+                db,
+                [claim],
+                summarize=lambda record: {"session_id": record.session_id, "rendered_by": name},
+                max_payload_bytes=4096,
+            )
+            return rendered
+
         async with sessionmaker() as first, sessionmaker() as second:
-            (first_claim,) = await claim(first, "first")
-            # The second waits on the first's lock (the event row on PostgreSQL, the write
-            # lock on SQLite) until the first commits.
-            racing = asyncio.create_task(claim(second, "second"))
+            first_claim = await render(first, claimed[0], "first")
+            racing = asyncio.create_task(render(second, claimed[1], "second"))
             await asyncio.sleep(0.3)
             assert not racing.done()
             await first.commit()
-            (second_claim,) = await racing
+            second_claim = await racing
             await second.commit()
     assert first_claim.delivery_id != second_claim.delivery_id
     assert first_claim.event_id == second_claim.event_id
@@ -366,13 +379,54 @@ async def test_two_deliverers_rendering_one_event_both_send_the_body_stored_firs
     assert body["data"] == {"session_id": session_id, "rendered_by": "first"}
 
 
+async def _delete_session(env: Env, headers: dict[str, str], session_id: str) -> httpx.Response:
+    return await env.client.delete(f"/api/agents/agent-session/{session_id}/", headers=headers)
+
+
+async def test_deleting_sessions_around_the_render_of_their_events_never_deadlocks(
+    empty_database: str,
+) -> None:
+    """The deliverer commits its claim before it renders, in a transaction that locks the
+    events alone. A deletion of a session (which locks its events, then their deliveries)
+    after the claim proceeds at once, and the render then leaves that event out; a deletion
+    during the render waits for it, then takes the event, body and deliveries with the
+    session. (Rendered inside the claim's transaction, the second order deadlocked on
+    PostgreSQL: the DELETE answered 500.)"""
+    async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
+        _, headers = await _user(env)
+        endpoint = await _create(env, headers, "http://127.0.0.1:9/x", ["session.finalized"])
+        worker = Worker(env.client, headers)
+        first, second = [await worker.start(await worker.character()) for _ in range(2)]
+        for session_id in (first, second):
+            await worker.finalize(session_id)
+        sessionmaker = env.factory.database.sessionmaker
+        async with sessionmaker.begin() as db:
+            claims = await webhooks.claim_due(db, limit=10, timeout_seconds=10)
+        assert len(claims) == 2
+
+        delete = functools.partial(_delete_session, env, headers)
+        assert (await asyncio.wait_for(delete(first), 10)).status_code == 204
+        async with sessionmaker() as db:
+            (rendered,) = await webhooks.render_bodies(
+                db, claims, summarize=webhook_summary, max_payload_bytes=1 << 20
+            )
+            assert rendered.session_id == uuid.UUID(second)
+            deleting = asyncio.create_task(delete(second))
+            await asyncio.sleep(0.3)
+            assert not deleting.done()
+            await db.commit()
+        assert (await asyncio.wait_for(deleting, 10)).status_code == 204
+        assert await _deliveries(env, headers, endpoint["id"]) == []
+
+
 async def test_an_attempt_on_a_delivery_deleted_meanwhile_touches_no_other(
     empty_database: str,
 ) -> None:
     """A session is deleted while its finalized event's attempt is in flight; the
     session.deleted that follows may take the deleted delivery's id (SQLite reuses the
-    highest rowid). The late outcome of the first attempt is not recorded on it, nor held
-    against the endpoint: session.deleted is still due, once."""
+    highest rowid; PostgreSQL never reuses one, and there the test checks the rest). The
+    late outcome of the first attempt is not recorded on it, nor held against the endpoint,
+    nor counted: session.deleted is still due, once."""
     async for env in _env(migrate(empty_database), webhook_deliverer_enabled=False):
         _, headers = await _user(env)
         endpoint = await _create(
@@ -382,9 +436,7 @@ async def test_an_attempt_on_a_delivery_deleted_meanwhile_touches_no_other(
         session_id = await worker.start(await worker.character())
         await worker.finalize(session_id)
         async with env.factory.database.sessionmaker.begin() as db:
-            (claim,) = await webhooks.claim_due(
-                db, limit=10, timeout_seconds=10, summarize=webhook_summary, max_payload_bytes=4096
-            )
+            (claim,) = await webhooks.claim_due(db, limit=10, timeout_seconds=10)
         deleted = await env.client.delete(
             f"/api/agents/agent-session/{session_id}/", headers=headers
         )
@@ -401,7 +453,7 @@ async def test_an_attempt_on_a_delivery_deleted_meanwhile_touches_no_other(
             result = await webhooks.record_attempt(
                 db, claim, late, retry_schedule=(60.0,), disable_after=timedelta(seconds=0)
             )
-        assert result == webhooks.AttemptResult("failed", None)
+        assert result == webhooks.AttemptResult("gone", None)
         (still,) = await _deliveries(env, headers, endpoint["id"])
         assert still == waiting
         assert still["status"] == "pending"

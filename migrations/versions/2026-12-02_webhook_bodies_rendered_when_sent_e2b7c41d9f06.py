@@ -35,8 +35,8 @@ def downgrade() -> None:
     if waiting:
         raise RuntimeError(
             f"{waiting} webhook event(s) have no body yet (not claimed by a deliverer since"
-            " their session was finalized): let this version's deliverer send them, or delete"
-            " them, before downgrading."
+            " their session was finalized): let this version's deliverer send them (re-enable"
+            " their endpoints if disabled), or delete them, before downgrading."
         )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
         batch_op.alter_column("payload", existing_type=sa.Text(), nullable=False)

@@ -153,9 +153,15 @@ class WebhookDeliverer:
     async def _claim(self, limit: int) -> list[WebhookClaim]:
         async with self._database.session() as db:
             claims = await webhooks.claim_due(
+                db, limit=limit, timeout_seconds=self._settings.webhook_timeout_seconds
+            )
+            await db.commit()
+        if all(claim.payload is not None for claim in claims):
+            return claims
+        async with self._database.session() as db:
+            claims = await webhooks.render_bodies(
                 db,
-                limit=limit,
-                timeout_seconds=self._settings.webhook_timeout_seconds,
+                claims,
                 summarize=self._summarize,
                 max_payload_bytes=self._settings.webhook_max_payload_bytes,
             )
@@ -199,7 +205,8 @@ class WebhookDeliverer:
             # The claim expires and the attempt is made again: at least once.
             logger.exception("webhook deliverer: recording delivery %s failed", claim.delivery_id)
             return
-        self._metrics.attempted(result.outcome)
+        if result.outcome != "gone":
+            self._metrics.attempted(result.outcome)
         if result.disabled:
             logger.warning("webhook endpoint %s disabled: %s", claim.endpoint_id, error)
         if result.next_attempt_at is not None:

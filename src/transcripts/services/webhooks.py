@@ -12,6 +12,7 @@ the sessions its owner can read: the owner's own, or every session for staff.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -53,12 +54,15 @@ __all__ = [
     "on_commit_with_events",
     "pending_summary",
     "record_attempt",
+    "render_bodies",
     "replay",
     "rotate_secret",
     "send_test",
     "sessions_deleted",
     "update_endpoint",
 ]
+
+logger = logging.getLogger("transcripts.webhooks")
 
 EVENT_TYPES = ("session.started", "turns.appended", "session.finalized", "session.deleted")
 FINALIZED = "session.finalized"
@@ -336,62 +340,68 @@ async def replay(db: AsyncSession, caller: Caller, delivery_id: int) -> WebhookD
 # The deliverer's side.
 
 
-async def claim_due(
-    db: AsyncSession,
-    *,
-    limit: int,
-    timeout_seconds: float,
-    summarize: Summarize,
-    max_payload_bytes: int,
-) -> list[WebhookClaim]:
-    """Claim due deliveries for one deliverer; the caller commits before attempting them.
-
-    An event written without its body (``emit_finalized``) gets it here, in the claim's
-    transaction: ``summarize`` of the session as it now stands, finalized and committed.
-    Two deliverers that claim deliveries of one event at once both render it, and both
-    send the body stored first. A session deleted meanwhile takes its events with it:
-    its claims are dropped here, with nothing to send."""
+async def claim_due(db: AsyncSession, *, limit: int, timeout_seconds: float) -> list[WebhookClaim]:
+    """Claim due deliveries for one deliverer; the caller commits before attempting them,
+    and before rendering the bodies of those that have none (``render_bodies``)."""
     webhooks = WebhookRepository(db)
     now = datetime.now(UTC)
     lease = now + timedelta(seconds=timeout_seconds + LEASE_MARGIN_SECONDS)
     claimed = await webhooks.claim_due(now=now, lease_until=lease, limit=limit)
-    claims = await webhooks.claims(claimed) if claimed else []
+    return await webhooks.claims(claimed) if claimed else []
+
+
+async def render_bodies(
+    db: AsyncSession,
+    claims: list[WebhookClaim],
+    *,
+    summarize: Summarize,
+    max_payload_bytes: int,
+) -> list[WebhookClaim]:
+    """The claims, each with its body: an event written without one (``emit_finalized``)
+    gets it here, ``summarize`` of its session as it now stands (finalized and committed),
+    stored so that every attempt sends the same bytes. Two deliverers rendering one event
+    at once both answer the body stored first.
+
+    In a transaction of its own, after the claim's has committed: it then holds no lock on
+    a delivery while it takes the event's, the order a deletion of the session takes them
+    in reverse. A claim whose session is gone (deleted with its events), or whose body
+    could not be built, is left out; its lease runs out, and it is taken again if it is
+    still there."""
     waiting = {claim.event_id: claim for claim in claims if claim.payload is None}
     if not waiting:
         return claims
-    rendered = await _render(db, list(waiting.values()), summarize, max_payload_bytes)
-    return [
-        claim if claim.payload is not None else replace(claim, payload=rendered[claim.event_id])
-        for claim in claims
-        if claim.payload is not None or claim.event_id in rendered
-    ]
-
-
-async def _render(
-    db: AsyncSession, claims: list[WebhookClaim], summarize: Summarize, max_payload_bytes: int
-) -> dict[str, str]:
-    """The bodies of these events (one claim of each), stored; the sessions are read in
-    one go. An event whose session is gone is left out."""
-    session_ids = [claim.session_id for claim in claims if claim.session_id is not None]
-    assert len(session_ids) == len(claims)
-    assert all(claim.event_type == FINALIZED for claim in claims)
-    records = await find_session_records(db, session_ids)
+    records = await find_session_records(
+        db, [claim.session_id for claim in waiting.values() if claim.session_id is not None]
+    )
     bodies: dict[str, str] = {}
-    for claim in claims:
+    for event_id, claim in waiting.items():
         record = records.get(str(claim.session_id))
-        if record is not None:
+        if claim.event_type != FINALIZED or record is None:
+            continue
+        try:
             body = _finalized_body(
                 summarize(record), claim.event_created_at, max_payload_bytes=max_payload_bytes
             )
-            bodies[claim.event_id] = body.decode()
-    return await WebhookRepository(db).set_payloads(bodies) if bodies else {}
+        except Exception:
+            # One event's failure must not hold back the others claimed with it.
+            logger.exception("webhooks: rendering the body of %s failed", event_id)
+            continue
+        bodies[event_id] = body.decode()
+    stored = await WebhookRepository(db).set_payloads(bodies) if bodies else {}
+    return [
+        claim if claim.payload is not None else replace(claim, payload=stored[claim.event_id])
+        for claim in claims
+        if claim.payload is not None or claim.event_id in stored
+    ]
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """What one attempt came to, and what follows from it."""
 
-    outcome: Literal["succeeded", "retry", "failed"]
+    # "gone": the delivery was deleted meanwhile (with its session or endpoint), so
+    # nothing was recorded.
+    outcome: Literal["succeeded", "retry", "failed", "gone"]
     next_attempt_at: datetime | None
     disabled: bool = False
 
@@ -413,7 +423,7 @@ async def record_attempt(
         if not await webhooks.record_attempt(
             claim, status="succeeded", next_attempt_at=None, attempt=attempt
         ):
-            return AttemptResult("succeeded", None)  # the delivery went meanwhile
+            return AttemptResult("gone", None)
         # Not only when the claim saw the endpoint failing: another attempt may have
         # failed since this one was claimed.
         await webhooks.endpoint_succeeded(claim.endpoint_id)
@@ -428,9 +438,8 @@ async def record_attempt(
         next_attempt_at=next_attempt_at,
         attempt=attempt,
     ):
-        # The delivery went meanwhile (its session deleted, say): nothing to retry, and
-        # its endpoint, perhaps gone too, is not judged by it.
-        return AttemptResult("failed", None)
+        # Nothing to retry, and its endpoint, perhaps gone too, is not judged by it.
+        return AttemptResult("gone", None)
     failing_since = await webhooks.endpoint_failed(claim.endpoint_id, now=attempt.at)
     if failing_since is not None and attempt.at - failing_since >= disable_after:
         await webhooks.disable_endpoint(claim.endpoint_id, reason=DISABLED_ERROR)
