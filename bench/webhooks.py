@@ -70,14 +70,23 @@ def _spread(rounds: list[list[float]]) -> tuple[float, float]:
 
 
 def _verdict(rounds: dict[str, list[list[float]]]) -> str:
+    """Whether the p50 with an endpoint is inside the rounds' spread without one, and the
+    paired difference: each round's p50 with an endpoint less the same round's without
+    (the cases are interleaved, so drift on the machine falls on both of a pair alike)."""
     low, high = _spread(rounds["without"])
     with_low, with_high = _spread(rounds["with"])
     overall = _quantile([v for r in rounds["with"] for v in r], 0.5)
     inside = "inside" if low <= overall <= high else "outside"
+    paired = sorted(
+        _quantile(with_, 0.5) - _quantile(without, 0.5)
+        for with_, without in zip(rounds["with"], rounds["without"], strict=True)
+    )
     return (
         f"rounds' p50 without an endpoint {low:.1f}-{high:.1f} ms, with one"
         f" {with_low:.1f}-{with_high:.1f} ms: the p50 with an endpoint ({overall:.1f} ms) is"
-        f" {inside} the spread."
+        f" {inside} the spread. Paired by round, with less without:"
+        f" {', '.join(f'{delta:+.1f}' for delta in paired)} ms (median"
+        f" {statistics.median(paired):+.1f})."
     )
 
 
