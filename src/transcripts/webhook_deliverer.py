@@ -1,8 +1,10 @@
 """The deliverer: every replica runs one, started and stopped by the app's lifespan.
 
 It claims due deliveries (``services.webhooks.claim_due``: ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL, so replicas take disjoint sets), commits the claim, then makes each attempt
-outside any transaction: the body stored in the outbox, signed with the ``standardwebhooks``
+PostgreSQL, so replicas take disjoint sets), commits the claim, renders the bodies of
+events written without one (session.finalized: ``services.webhooks.render_bodies``, in a
+transaction of its own), then makes each attempt outside any transaction: the body stored
+in the outbox, signed with the ``standardwebhooks``
 library for this attempt's timestamp, POSTed without following redirects to an address the
 SSRF rules checked (``transcripts.webhook_targets``). The outcome is recorded in a
 transaction of its own. A deliverer that dies mid-attempt leaves the claim to expire, and

@@ -1,8 +1,9 @@
 """Webhooks' rules (DESIGN.md, "Webhooks"): endpoints, the outbox, the outcome of attempts.
 
-Events are written by ``emit`` in the transaction of the change that caused them (the
-outbox): a change that rolls back leaves no event, and no change commits without its event.
-The deliverer (``transcripts.webhook_deliverer``) sends them afterwards, at least once.
+Events are written by ``emit`` (``emit_finalized``) in the transaction of the change that
+caused them (the outbox): a change that rolls back leaves no event, and no change commits
+without its event. The deliverer (``transcripts.webhook_deliverer``) sends them afterwards,
+at least once; session.finalized's body is rendered then, once (``render_bodies``).
 
 An endpoint belongs to the user who created it and only that user sees or changes it;
 another's endpoint or delivery is the same 404 as an unknown id. It receives the events of
