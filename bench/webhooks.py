@@ -141,6 +141,28 @@ def _user(env: dict[str, str], name: str) -> str:
     return key
 
 
+async def _timed_rounds(
+    plain: Api, plain_slug: str, hooked: Api, hooked_slug: str, acknowledged: dict[str, float]
+) -> dict[str, list[list[float]]]:
+    """ROUNDS rounds of PER_ROUND finalizes per case, interleaved, each of a session given
+    its transcript first (untimed); the milliseconds of each, by case and round. When each
+    finalize with an endpoint was acknowledged goes into ``acknowledged``."""
+    rounds: dict[str, list[list[float]]] = {"without": [], "with": []}
+    for _ in range(ROUNDS):
+        for case, api, slug in (("without", plain, plain_slug), ("with", hooked, hooked_slug)):
+            timings: list[float] = []
+            for _ in range(PER_ROUND):
+                session_id = await api.start(slug)
+                await api.talk(session_id)
+                started = time.perf_counter()
+                done = await api.finalize(session_id)
+                timings.append((time.perf_counter() - started) * 1000)
+                if case == "with":
+                    acknowledged[session_id] = done
+            rounds[case].append(timings)
+    return rounds
+
+
 async def _latency(base_url: str, plain_key: str, hooked_key: str, hook: Receiver) -> list[str]:
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
         plain, hooked = Api(client, plain_key), Api(client, hooked_key)
@@ -149,28 +171,13 @@ async def _latency(base_url: str, plain_key: str, hooked_key: str, hook: Receive
         )
         hook.secrets = [endpoint["secret"]]
         plain_slug, hooked_slug = await plain.character(), await hooked.character()
-        rounds: dict[str, list[list[float]]] = {"without": [], "with": []}
         acknowledged: dict[str, float] = {}
         for _ in range(2):  # warm-up, not counted
             await plain.finalize(await plain.start(plain_slug))
             await hooked.finalize(await hooked.start(hooked_slug))
         hook.wait_for(lambda: len(hook.deliveries) == 2)
         warm = {delivery.payload["data"]["session_id"] for delivery in hook.deliveries}
-        for _ in range(ROUNDS):
-            for case, api, slug in (
-                ("without", plain, plain_slug),
-                ("with", hooked, hooked_slug),
-            ):
-                timings: list[float] = []
-                for _ in range(PER_ROUND):
-                    session_id = await api.start(slug)
-                    await api.talk(session_id)
-                    started = time.perf_counter()
-                    done = await api.finalize(session_id)
-                    timings.append((time.perf_counter() - started) * 1000)
-                    if case == "with":
-                        acknowledged[session_id] = done
-                rounds[case].append(timings)
+        rounds = await _timed_rounds(plain, plain_slug, hooked, hooked_slug, acknowledged)
         finalize_ms = {case: [v for r in values for v in r] for case, values in rounds.items()}
         expected = len(acknowledged) + len(warm)
         hook.wait_for(lambda: len(hook.deliveries) >= expected, timeout=120)
@@ -206,23 +213,10 @@ async def _finalize_only(base_url: str, plain_key: str, hooked_key: str, hook: R
             "/api/webhooks/endpoints/", {"url": hook.url, "events": ["session.finalized"]}
         )
         plain_slug, hooked_slug = await plain.character(), await hooked.character()
-        rounds: dict[str, list[list[float]]] = {"without": [], "with": []}
         for _ in range(2):  # warm-up, not counted
             await plain.finalize(await plain.start(plain_slug))
             await hooked.finalize(await hooked.start(hooked_slug))
-        for _ in range(ROUNDS):
-            for case, api, slug in (
-                ("without", plain, plain_slug),
-                ("with", hooked, hooked_slug),
-            ):
-                timings: list[float] = []
-                for _ in range(PER_ROUND):
-                    session_id = await api.start(slug)
-                    await api.talk(session_id)
-                    started = time.perf_counter()
-                    await api.finalize(session_id)
-                    timings.append((time.perf_counter() - started) * 1000)
-                rounds[case].append(timings)
+        rounds = await _timed_rounds(plain, plain_slug, hooked, hooked_slug, {})
     without = [v for r in rounds["without"] for v in r]
     with_endpoint = [v for r in rounds["with"] for v in r]
     added = _quantile(with_endpoint, 0.5) - _quantile(without, 0.5)
